@@ -1,0 +1,48 @@
+"""Published figures the models must match.
+
+ImageNet rows: torchvision's model documentation (trainable parameters; "GFLOPS", which are GMACs, at
+224 px). CIFAR rows: He et al. 2015, section 4.2 (exact counts of that architecture with option-A
+shortcuts, BN scale and shift included; MMACs at 32 px). Both are copied in the project's REFERENCE.md.
+"""
+
+IMAGENET = {
+    "vgg11": (132_863_336, 7.61),
+    "vgg11_bn": (132_868_840, 7.61),
+    "vgg13": (133_047_848, 11.31),
+    "vgg13_bn": (133_053_736, 11.31),
+    "vgg16": (138_357_544, 15.47),
+    "vgg16_bn": (138_365_992, 15.47),
+    "vgg19": (143_667_240, 19.63),
+    "vgg19_bn": (143_678_248, 19.63),
+    "resnet18": (11_689_512, 1.81),
+    "resnet34": (21_797_672, 3.66),
+    "resnet50": (25_557_032, 4.09),
+    "resnet101": (44_549_160, 7.80),
+    "resnet152": (60_192_808, 11.51),
+}
+
+CIFAR = {
+    20: (269_722, 40.6),
+    32: (464_154, 68.9),
+    44: (658_586, 97.2),
+    56: (853_018, 125.5),
+    110: (1_727_962, 252.9),
+    1202: (19_421_274, 2829.2),
+}
+
+
+def expected_params() -> dict[str, int]:
+    table = {name: params for name, (params, _) in IMAGENET.items()}
+    for depth, (params, _) in CIFAR.items():
+        table[f"resnet{depth}_cifar"] = params
+        table[f"plain{depth}_cifar"] = params  # the plain twin drops only parameter-free shortcuts
+    return table
+
+
+def expected_macs() -> dict[str, tuple[float, float]]:
+    """name -> (MACs, absolute tolerance of the published rounding)."""
+    table = {name: (gmacs * 1e9, 0.005e9) for name, (_, gmacs) in IMAGENET.items()}
+    for depth, (_, mmacs) in CIFAR.items():
+        for prefix in ("resnet", "plain"):
+            table[f"{prefix}{depth}_cifar"] = (mmacs * 1e6, 0.05e6)
+    return table
