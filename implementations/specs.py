@@ -270,3 +270,46 @@ def flops_per_image(spec: ModelSpec, image_size: int | None = None, num_classes:
 def cifar_shortcut_padding(c_in: int, c_out: int) -> int:
     """Channels of zeros added on each side by an option-A shortcut."""
     return (c_out - c_in) // 2
+
+
+# --- parameters -------------------------------------------------------------------------------------
+
+
+def _conv_params(c_in: int, c_out: int, kernel: int, bias: bool = False) -> int:
+    return c_in * c_out * kernel * kernel + (c_out if bias else 0)
+
+
+def params_count(spec: ModelSpec, num_classes: int | None = None) -> int:
+    """Trainable parameters computed from the spec (the builders' counts must equal this)."""
+    classes = num_classes or spec.default_classes
+    bn = lambda c: 2 * c  # noqa: E731  scale and shift
+    if isinstance(spec, VGGSpec):
+        total, c_in = 0, 3
+        for item in spec.config:
+            if item != POOL:
+                total += _conv_params(c_in, item, 3, bias=True) + (bn(item) if spec.batch_norm else 0)
+                c_in = item
+        flat = c_in * VGG_HEAD_POOL * VGG_HEAD_POOL
+        return total + (flat + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * classes
+    if isinstance(spec, ResNetSpec):
+        total, c_in = _conv_params(3, 64, 7) + bn(64), 64
+        for stage, (width, blocks) in enumerate(zip(spec.widths, spec.layers)):
+            for index in range(blocks):
+                stride = 2 if stage > 0 and index == 0 else 1
+                c_out = width * spec.expansion
+                if spec.block == "basic":
+                    total += _conv_params(c_in, width, 3) + _conv_params(width, width, 3) + 2 * bn(width)
+                else:
+                    total += _conv_params(c_in, width, 1) + _conv_params(width, width, 3) + _conv_params(width, c_out, 1)
+                    total += 2 * bn(width) + bn(c_out)
+                if stride != 1 or c_in != c_out:
+                    total += _conv_params(c_in, c_out, 1) + bn(c_out)
+                c_in = c_out
+        return total + (c_in + 1) * classes
+    c_in = spec.widths[0]
+    total = _conv_params(3, c_in, 3) + bn(c_in)
+    for width in spec.widths:
+        for _ in range(spec.blocks_per_stage):
+            total += _conv_params(c_in, width, 3) + _conv_params(width, width, 3) + 2 * bn(width)
+            c_in = width
+    return total + (c_in + 1) * classes

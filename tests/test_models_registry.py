@@ -31,6 +31,13 @@ def test_spec_macs_equal_published(name):
 
 
 @pytest.mark.parametrize("name", list_models())
+def test_spec_params_equal_published(name):
+    from implementations.specs import params_count
+
+    assert params_count(get_spec(name)) == expected_params()[name]
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_torch_trainable_params_equal_published(name):
     with torch.device("meta"):  # shapes only: no memory, no time
         model = __import__("implementations").build(name, "torch")

@@ -1,0 +1,66 @@
+"""A test double with the backend interface: sleeps instead of computing, and fails on request.
+
+Behaviour comes from the CNN_BENCH_FAKE environment variable (JSON), so tests can drive a real worker
+process: {"oom_at_batch": 8} raises an OOM from that batch up, {"error_model": "resnet32_cifar"} raises
+an error for that model, {"hang_batch": 4} sleeps forever at that batch, {"kill_batch": 4} SIGKILLs the
+worker at that batch, {"step_ms_per_image": 0.2} sets the simulated cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from implementations import get_spec
+from implementations.specs import flops_per_image
+
+from ..config import Config, Settings
+from ..timing import HostClock
+from . import Prepared
+
+
+class FakeOutOfMemory(RuntimeError):
+    pass
+
+
+class FakeBackend:
+    def __init__(self, framework: str):
+        self.name = framework
+        self.behaviour = json.loads(os.environ.get("CNN_BENCH_FAKE", "{}"))
+
+    def setup_process(self, settings: Settings) -> dict:
+        return {"framework_version": "fake", "intra_op_threads": settings.resolved_threads(), "backend": "fake"}
+
+    def prepare(self, config: Config, settings: Settings) -> Prepared:
+        b = self.behaviour
+        if b.get("oom_at_batch") is not None and config.batch_size >= b["oom_at_batch"]:
+            raise FakeOutOfMemory(f"fake out of memory at batch {config.batch_size}")
+        if b.get("error_model") == config.model:
+            raise ValueError(f"fake failure building {config.model}")
+        if b.get("hang_batch") == config.batch_size:
+            time.sleep(3600)
+        if b.get("kill_batch") == config.batch_size and b.get("kill_framework", config.framework) == config.framework:
+            os.kill(os.getpid(), signal.SIGKILL)
+        seconds = b.get("step_ms_per_image", 0.2) * config.batch_size / 1e3
+
+        def step() -> None:
+            time.sleep(seconds)
+
+        spec = get_spec(config.model)
+        params = int(flops_per_image(spec, config.image_size) // 1000)  # any positive, deterministic number
+        return Prepared(step=step, clock=HostClock(lambda: None), params=params, device_name=None)
+
+    def reset_peak_memory(self, config: Config) -> None:
+        pass
+
+    def peak_memory(self, config: Config):
+        return None, None
+
+    def release(self) -> None:
+        pass
+
+    @staticmethod
+    def is_oom(error: BaseException) -> bool:
+        return isinstance(error, FakeOutOfMemory)

@@ -1,0 +1,78 @@
+"""Compare two runs configuration by configuration; pure functions from records to rows and text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from .config import Config
+from .records import record_config
+from .tables import sig3
+
+
+@dataclass(frozen=True)
+class Change:
+    config: Config
+    baseline_img_s: float
+    candidate_img_s: float
+    change: float  # candidate / baseline - 1
+    verdict: str  # "regression", "improvement" or "within spread"
+
+
+def _range(record: dict) -> tuple[float, float]:
+    low = record.get("throughput_min_img_s")
+    high = record.get("throughput_max_img_s")
+    median = record["throughput_img_s"]
+    return (median if low is None else low), (median if high is None else high)
+
+
+def compare_runs(baseline: list[dict], candidate: list[dict]) -> list[Change]:
+    """Match configurations; a change counts only beyond both runs' measured spread: a regression when
+    the candidate's best window is slower than the baseline's worst, an improvement the other way."""
+    base = {record_config(r).key(): r for r in baseline if r["status"] == "ok"}
+    rows = []
+    for r in candidate:
+        if r["status"] != "ok":
+            continue
+        config = record_config(r)
+        b = base.get(config.key())
+        if b is None or not b["throughput_img_s"]:
+            continue
+        b_low, b_high = _range(b)
+        c_low, c_high = _range(r)
+        if c_high < b_low:
+            verdict = "regression"
+        elif c_low > b_high:
+            verdict = "improvement"
+        else:
+            verdict = "within spread"
+        change = r["throughput_img_s"] / b["throughput_img_s"] - 1
+        rows.append(Change(config, b["throughput_img_s"], r["throughput_img_s"], change, verdict))
+    return rows
+
+
+def render_comparison(rows: list[Change], name_a: str, name_b: str) -> str:
+    if not rows:
+        return f"No configuration measured in both {name_a} and {name_b}."
+    table = [
+        [
+            c.config.framework,
+            c.config.model,
+            c.config.mode,
+            c.config.precision,
+            c.config.batch_size,
+            sig3(c.baseline_img_s),
+            sig3(c.candidate_img_s),
+            f"{c.change:+.1%}",
+            c.verdict,
+        ]
+        for c in rows
+    ]
+    counts = {v: sum(1 for c in rows if c.verdict == v) for v in ("regression", "improvement", "within spread")}
+    headers = ["framework", "model", "mode", "precision", "batch", "baseline (img/s)", "candidate (img/s)", "change", "verdict"]
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return (
+        f"# Comparison: {name_b} against {name_a}\n\n{summary}. A change counts only when the two runs' window ranges "
+        "do not overlap.\n\n" + tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+    )

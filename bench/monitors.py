@@ -1,0 +1,141 @@
+"""Resource monitors: process memory on Linux, and NVML sampling of GPU utilisation, power and memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+
+def _status_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class ProcessMemory:
+    """Peak resident memory of this process above a baseline taken before the model is built.
+
+    Linux resets the peak (VmHWM) when "5" is written to /proc/self/clear_refs, so each configuration
+    in a long-lived worker gets its own peak.
+    """
+
+    source = "peak RSS of the worker above its pre-build baseline (Linux VmHWM)"
+
+    def reset(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._resettable = True
+        except OSError:
+            self._resettable = False
+        self.baseline = _status_bytes("VmRSS") or 0
+
+    def peak_above_baseline(self) -> int | None:
+        peak = _status_bytes("VmHWM")
+        if peak is None or not self._resettable:
+            return None
+        return max(0, peak - self.baseline)
+
+
+class NvmlSampler:
+    """Samples GPU utilisation, power and device memory in a thread while the timed windows run."""
+
+    def __init__(self, device_index: int = 0, interval_s: float = 0.05):
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.util: list[float] = []
+        self.power_w: list[float] = []
+        self.memory_used: list[int] = []
+        self._energy_start_mj: int | None = None
+        self.energy_j: float | None = None
+        self.seconds = 0.0
+
+    def _sample(self) -> None:
+        nvml = self._nvml
+        while not self._stop.is_set():
+            try:
+                self.util.append(float(nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+                self.power_w.append(nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0)
+                self.memory_used.append(int(nvml.nvmlDeviceGetMemoryInfo(self._handle).used))
+            except nvml.NVMLError:
+                pass
+            self._stop.wait(self._interval)
+
+    def _energy_mj(self) -> int | None:
+        try:
+            return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+        except Exception:
+            return None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self.util, self.power_w, self.memory_used = [], [], []
+        self._energy_start_mj = self._energy_mj()
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.seconds = time.perf_counter() - self._started
+        end = self._energy_mj()
+        if self._energy_start_mj is not None and end is not None and end > self._energy_start_mj:
+            self.energy_j = (end - self._energy_start_mj) / 1000.0
+        elif self.power_w:
+            self.energy_j = sum(self.power_w) / len(self.power_w) * self.seconds
+        else:
+            self.energy_j = None
+
+    def summary(self, images: int) -> dict:
+        util = self.util or [None]
+        return {
+            "gpu_util_pct_mean": sum(self.util) / len(self.util) if self.util else None,
+            "gpu_util_pct_max": max(util) if self.util else None,
+            "power_w": sum(self.power_w) / len(self.power_w) if self.power_w else None,
+            "energy_j_per_img": self.energy_j / images if self.energy_j is not None and images else None,
+            "nvml_memory_used_bytes": max(self.memory_used) if self.memory_used else None,
+        }
+
+    def device_info(self) -> dict:
+        nvml = self._nvml
+        name = nvml.nvmlDeviceGetName(self._handle)
+        return {
+            "gpu_name": name.decode() if isinstance(name, bytes) else name,
+            "driver_version": _text(nvml.nvmlSystemGetDriverVersion()),
+            "gpu_memory_total_bytes": int(nvml.nvmlDeviceGetMemoryInfo(self._handle).total),
+        }
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Dense peak FLOP/s by device and precision (vendor data sheets, SXM parts), for MFU.
+PEAK_FLOPS = {
+    "H100": {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "H200": {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+}
+
+
+def peak_flops(device_name: str | None, precision: str, tf32: bool) -> float | None:
+    if not device_name:
+        return None
+    for key, table in PEAK_FLOPS.items():
+        if key in device_name:
+            if precision == "fp32":
+                return table["tf32" if tf32 else "fp32"]
+            return table.get(precision)
+    return None

@@ -1,0 +1,281 @@
+"""Writes a run's report.md, summary.csv and plots from its records (or a pytest-benchmark JSON)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from . import tables
+from .records import RECORD_FIELDS, load_records
+from .tables import MIB, sig3
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    console_summary: str
+
+
+def load_source(source: Path) -> tuple[list[dict], dict, Path]:
+    """Records, environment and default output directory of a run dir, a results.jsonl or a
+    pytest-benchmark JSON file (whose benchmarks carry their records in extra_info)."""
+    source = Path(source)
+    if source.is_dir():
+        env_path = source / "env.json"
+        env = json.loads(env_path.read_text()) if env_path.exists() else {}
+        return load_records(source / "results.jsonl"), env, source
+    if source.suffix == ".jsonl":
+        env_path = source.parent / "env.json"
+        env = json.loads(env_path.read_text()) if env_path.exists() else {}
+        return load_records(source), env, source.parent
+    data = json.loads(source.read_text())
+    records = [b["extra_info"]["record"] for b in data.get("benchmarks", []) if "record" in b.get("extra_info", {})]
+    machine = data.get("machine_info", {})
+    env = {
+        "host": machine.get("node"),
+        "cpu_model": (machine.get("cpu") or {}).get("brand_raw"),
+        "python": machine.get("python_version"),
+        "git_commit": (data.get("commit_info") or {}).get("id"),
+        "time": data.get("datetime"),
+        "command_line": "pytest --benchmark-only",
+    }
+    return records, env, source.parent / (source.stem + "-report")
+
+
+def write_report(source: Path, out: Path | None = None) -> Report:
+    records, env, default_out = load_source(source)
+    out = Path(out) if out else default_out
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(records, out / "summary.csv")
+    plot_files = []
+    if records:
+        from .plots import write_plots
+
+        plot_files = write_plots(records, out)
+    markdown, console = render_markdown(records, env, plot_files)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    return Report(out / "report.md", console)
+
+
+def write_csv(records: list[dict], path: Path) -> None:
+    env_fields = ("framework_version", "device_name", "intra_op_threads", "inter_op_threads", "git_commit")
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)])
+        for r in records:
+            env = r.get("env") or {}
+            writer.writerow([_csv_value(r.get(f)) for f in RECORD_FIELDS] + [_csv_value(env.get(f)) for f in env_fields])
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def _md(headers, rows) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def environment_lines(records: list[dict], env: dict) -> list[str]:
+    worker_envs = defaultdict(dict)
+    for r in records:
+        if r.get("env", {}).get("framework_version"):
+            worker_envs[r["framework"]] = r["env"]
+    first = records[0] if records else {}
+    devices = sorted({r["device"] for r in records})
+    device_names = sorted({e.get("device_name") for e in worker_envs.values() if e.get("device_name")})
+    lines = [
+        f"- **Device**: {', '.join(devices) or '—'}"
+        + (f" ({', '.join(device_names)})" if device_names else f" — CPU: {env.get('cpu_model', '—')}, {env.get('cpu_cores', '—')} cores"),
+        f"- **Image size**: {first.get('image_size', '—')} px; **batch sizes**: {', '.join(str(b) for b in sorted({r['batch_size'] for r in records}))}",
+        f"- **Precision**: {', '.join(sorted({r['precision'] for r in records}))}; **compile**: {', '.join(sorted({r['compile'] for r in records}))} "
+        "(off = PyTorch eager, TensorFlow tf.function; on = torch.compile, XLA)",
+        f"- **Layout**: PyTorch {', '.join(sorted({r['layout'] for r in records if r['framework'] == 'torch'})) or '—'}; TensorFlow NHWC",
+    ]
+    for framework, e in sorted(worker_envs.items()):
+        details = [f"{framework} {e.get('framework_version')}"]
+        if e.get("keras_version"):
+            details.append(f"Keras {e['keras_version']}")
+        details.append(f"threads intra {e.get('intra_op_threads')} / inter {e.get('inter_op_threads')}")
+        for key in ("tf32", "tf32_matmul", "tf32_cudnn", "flush_denormal", "cuda_version", "cudnn_version"):
+            if e.get(key) not in (None, ""):
+                details.append(f"{key} {e[key]}")
+        lines.append(f"- **{framework}**: " + ", ".join(str(d) for d in details))
+    frameworks = {r["framework"] for r in records}
+    for framework in ("torch", "tensorflow"):
+        skipped = [r for r in records if r["framework"] == framework and r["status"] == "skipped" and "not installed" in (r.get("error") or "")]
+        if skipped or framework not in frameworks:
+            lines.append(f"- **{framework}**: not available on this machine; no {framework} figures in this run")
+    lines.append(
+        f"- **Run**: {env.get('time', '—')} on {env.get('host', '—')}, commit {env.get('git_commit', '—')}; "
+        f"command `{env.get('command_line', '—')}`"
+    )
+    return lines
+
+
+def render_markdown(records: list[dict], env: dict, plot_files: list[Path]) -> tuple[str, str]:
+    out = ["# Benchmark report", "", *environment_lines(records, env), ""]
+    console = []
+    if not records:
+        out.append("No records yet.")
+        return "\n".join(out) + "\n", "no records"
+    out += [
+        "Throughput is the median of the timed windows (img/s, higher is better); `OOM`, `error`, `timeout` and",
+        "`skipped` mark configurations that did not run to the end (see Failures); `—` was not measured.",
+        "",
+    ]
+    for mode, precision, compiled in tables.sections(records):
+        chosen = tables.select(records, mode, precision, compiled)
+        title = f"{mode}, {precision}" + (", compiled" if compiled == "on" else "")
+        out += [f"## {title}", ""]
+        for framework in ("torch", "tensorflow"):
+            for layout in sorted({r["layout"] for r in chosen if r["framework"] == framework}):
+                headers, rows = tables.throughput_pivot(chosen, framework, layout)
+                label = f"### Throughput, {framework}" + (f" ({layout})" if framework == "torch" else "")
+                table = _md(headers, rows)
+                out += [label, "", table, ""]
+                console += [f"{title} — {framework}" + (f" {layout}" if framework == "torch" else "") + " (img/s)", table, ""]
+        headers, rows, _ = tables.framework_ratio(chosen)
+        if any(cell not in ("—",) for row in rows for cell in row[1:]):
+            table = _md(headers, rows)
+            out += ["### TensorFlow vs PyTorch (throughput; PyTorch at its fastest layout)", "", table, ""]
+            console += [f"{title} — TensorFlow vs PyTorch", table, ""]
+        out += _latency(chosen) + _memory(chosen) + _utilization(chosen) + _first_step(chosen) + _depth_scaling(chosen)
+    out += _failures(records) + _flags(records)
+    if plot_files:
+        out += ["## Plots", ""]
+        out += [f"![{p.stem}]({p.name})" for p in plot_files]
+        out.append("")
+    return "\n".join(out) + "\n", "\n".join(console)
+
+
+def _ok(records):
+    return [r for r in records if r["status"] == "ok"]
+
+
+def _latency(records) -> list[str]:
+    ok = _ok(records)
+    if not ok:
+        return []
+    smallest = min(r["batch_size"] for r in ok)
+    rows = []
+    for r in sorted((r for r in ok if r["batch_size"] == smallest), key=lambda r: (tables.depth_key(r["model"]), r["framework"], r["layout"])):
+        rows.append([r["model"], r["framework"], r["layout"], sig3(r["latency_ms_p50"]), sig3(r["latency_ms_p99"])])
+    return [f"### Latency at batch {smallest}", "", _md(["model", "framework", "layout", "p50 (ms)", "p99 (ms)"], rows), ""]
+
+
+def _memory(records) -> list[str]:
+    ok = [r for r in _ok(records) if r.get("peak_memory_bytes") is not None]
+    if not ok:
+        return []
+    batches = sorted({r["batch_size"] for r in ok})
+    series = defaultdict(dict)
+    sources = set()
+    for r in ok:
+        series[(r["model"], r["framework"], r["layout"])][r["batch_size"]] = r["peak_memory_bytes"]
+        sources.add(r["memory_source"])
+    rows = []
+    for (model, framework, layout), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])):
+        fit = tables.memory_fit(sorted(points.items()))
+        fit_text = f"{sig3(fit[0])} + {sig3(fit[1])}/img" if fit else "—"
+        rows.append([model, framework, layout] + [sig3(points[b] / MIB) if b in points else "—" for b in batches] + [fit_text])
+    headers = ["model", "framework", "layout"] + [f"b={b} (MiB)" for b in batches] + ["fit: fixed MiB + MiB/img"]
+    return [
+        "### Peak memory",
+        "",
+        f"Source: {'; '.join(sorted(s for s in sources if s))}. The fit is least squares over the batch sizes measured.",
+        "",
+        _md(headers, rows),
+        "",
+    ]
+
+
+def _utilization(records) -> list[str]:
+    ok = _ok(records)
+    if not ok:
+        return []
+    largest = {}
+    for r in ok:
+        key = (r["model"], r["framework"], r["layout"])
+        if key not in largest or r["batch_size"] > largest[key]["batch_size"]:
+            largest[key] = r
+    gpu = any(r["device"] == "cuda" for r in ok)
+    rows = []
+    for (model, framework, layout), r in sorted(largest.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])):
+        row = [model, framework, layout, r["batch_size"]]
+        if gpu:
+            row += [sig3(r.get("gpu_util_pct_mean")), sig3(r.get("gpu_util_pct_max")), sig3(r.get("power_w")), sig3(r.get("energy_j_per_img"))]
+        else:
+            row += [sig3(r.get("cpu_util_cores"))]
+        row += [sig3(r.get("achieved_tflops") * 1e3 if r.get("achieved_tflops") is not None else None), sig3(r["mfu"] * 100 if r.get("mfu") is not None else None)]
+        rows.append(row)
+    headers = ["model", "framework", "layout", "batch"]
+    headers += ["GPU util mean (%)", "GPU util max (%)", "power (W)", "energy (J/img)"] if gpu else ["CPU cores used"]
+    headers += ["achieved GFLOP/s", "MFU (%)"]
+    note = "" if gpu else " MFU needs a device peak FLOP/s, which the harness does not know for a CPU (—)."
+    return ["### Utilization at the largest batch", "", f"Achieved FLOP/s count a training step as 3 forward passes.{note}", "", _md(headers, rows), ""]
+
+
+def _first_step(records) -> list[str]:
+    ok = _ok(records)
+    if not ok:
+        return []
+    batches = sorted({r["batch_size"] for r in ok})
+    by = defaultdict(dict)
+    for r in ok:
+        by[(r["model"], r["framework"], r["layout"])][r["batch_size"]] = r["first_step_s"]
+    rows = [
+        [model, framework, layout] + [sig3(points.get(b)) for b in batches]
+        for (model, framework, layout), points in sorted(by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:]))
+    ]
+    return [
+        "### Time to first step (build + trace/compile + first step, s)",
+        "",
+        _md(["model", "framework", "layout"] + [f"b={b} (s)" for b in batches], rows),
+        "",
+    ]
+
+
+def _depth_scaling(records) -> list[str]:
+    ok = _ok(records)
+    if not ok:
+        return []
+    lines = ["### Depth scaling", ""]
+    families = defaultdict(list)
+    for r in ok:
+        families[r["family"]].append(r)
+    for family, members in sorted(families.items(), key=lambda kv: tables.depth_key(kv[1][0]["model"])):
+        batch = max(r["batch_size"] for r in members)
+        rows = []
+        for r in sorted((r for r in members if r["batch_size"] == batch), key=lambda r: (r["depth"], r["framework"], r["layout"])):
+            rows.append([r["model"], r["depth"], r["framework"], r["layout"], sig3(r["throughput_img_s"]), sig3(r["flops_per_img"] / 1e9), sig3(r["achieved_tflops"])])
+        lines += [f"Family `{family}` at batch {batch}:", "", _md(["model", "depth", "framework", "layout", "img/s", "GFLOPs/img", "achieved TFLOP/s"], rows), ""]
+    return lines
+
+
+def _failures(records) -> list[str]:
+    failed = [r for r in records if r["status"] != "ok"]
+    lines = ["## Failures", ""]
+    if not failed:
+        return lines + ["None: every configuration ran to the end.", ""]
+    rows = [
+        [r["framework"], r["model"], r["mode"], r["precision"], r["batch_size"], tables.STATUS_LABEL[r["status"]], (r.get("error") or "").replace("|", "/")[:160]]
+        for r in failed
+    ]
+    return lines + [_md(["framework", "model", "mode", "precision", "batch", "status", "message"], rows), ""]
+
+
+def _flags(records) -> list[str]:
+    flags = tables.sanity_flags(records)
+    lines = ["## Sanity flags", ""]
+    if not flags:
+        return lines + ["None: no cell tripped a check (CV above 5%, a deeper model faster than a shallower one, throughput falling with batch).", ""]
+    return lines + ["Distrust these cells:", ""] + [f"- {f}" for f in flags] + [""]

@@ -1,0 +1,293 @@
+"""Runs a plan: one worker process per framework, a record per configuration, nothing ever lost.
+
+A worker that runs out of memory, crashes (even by SIGKILL) or passes its timeout becomes a record
+with that status, and the sweep goes on in a fresh worker. Records are appended and flushed one at a
+time; a resumed run measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from implementations import is_installed
+
+from .config import Config, Plan, Settings
+from .records import RunStore, make_record, record_config
+
+INSTALL_HINT = {"torch": "pip install 'cnn-bench[torch]'", "tensorflow": "pip install 'cnn-bench[tensorflow]'"}
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class WorkerTimeout(RuntimeError):
+    pass
+
+
+class Worker:
+    """A framework's worker subprocess and its JSON-lines pipe."""
+
+    def __init__(self, framework: str, settings: Settings, log_path: Path | None):
+        self.framework = framework
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", framework, json.dumps(asdict(settings))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+        )
+        self._buffer = b""
+        self.env: dict = {}
+
+    def start(self, timeout_s: float) -> None:
+        self.env = self._read(timeout_s).get("env", {})
+
+    def request(self, message: dict, timeout_s: float) -> dict:
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerDied(self._death_message()) from None
+        return self._read(timeout_s)
+
+    def _read(self, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        fd = self.process.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WorkerTimeout(f"no result within {timeout_s:g} s")
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise WorkerDied(self._death_message())
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def _death_message(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "worker stopped answering"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"worker killed by {name}"
+        return f"worker exited with status {code}"
+
+    def close(self, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                try:
+                    self.process.stdin.write(b'{"cmd": "exit"}\n')
+                    self.process.stdin.flush()
+                    self.process.wait(timeout=10)
+                except Exception:
+                    self.process.kill()
+        self.process.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+
+class Runner:
+    def __init__(self, plan: Plan, store: RunStore, host_env: dict, out=sys.stderr):
+        self.plan = plan
+        self.store = store
+        self.host_env = host_env
+        self.out = out
+        self.workers: dict[str, Worker] = {}
+
+    # --- workers ----------------------------------------------------------------------------------
+    def _worker(self, framework: str) -> Worker:
+        if framework not in self.workers:
+            if self.plan.configs and self.plan.configs[0].device == "cuda":
+                self.close_workers()  # one framework on the GPU at a time
+            worker = Worker(framework, self.plan.settings, self.store.path / f"worker-{framework}.log")
+            try:
+                worker.start(self.plan.settings.timeout_s)
+            except (WorkerDied, WorkerTimeout):
+                worker.close(kill=True)
+                raise
+            self.workers[framework] = worker
+        return self.workers[framework]
+
+    def _discard(self, framework: str) -> None:
+        worker = self.workers.pop(framework, None)
+        if worker:
+            worker.close(kill=True)
+
+    def close_workers(self) -> None:
+        for framework in list(self.workers):
+            worker = self.workers.pop(framework)
+            worker.close()
+
+    # --- one configuration -----------------------------------------------------------------------
+    def measure(self, config: Config, settings: Settings | None = None) -> dict:
+        """A record for `config`, whatever happens to the worker."""
+        timeout = self.plan.settings.timeout_s
+        message = {"cmd": "measure", "config": config.to_dict()}
+        if settings is not None:
+            message["settings"] = asdict(settings)
+        try:
+            reply = self._worker(config.framework).request(message, timeout)
+            if "record" not in reply:
+                raise WorkerDied(reply.get("error", "worker gave no record"))
+            record = reply["record"]
+        except WorkerTimeout as error:
+            self._discard(config.framework)
+            record = make_record(config, "timeout", error=f"timed out: {error} (--timeout {timeout:g})")
+        except WorkerDied as error:
+            self._discard(config.framework)
+            record = make_record(config, "error", error=f"{error}; see {self.store.path.name}/worker-*.log")
+        if record["status"] == "oom":
+            self._discard(config.framework)  # a fresh process after an OOM: no fragmented allocator
+        worker_env = self.workers[config.framework].env if config.framework in self.workers else {}
+        record["env"] = {**self.host_env, **worker_env, **record.get("env", {})}
+        return record
+
+    # --- the sweep --------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        existing = self.store.records()
+        done = {record_config(r).key() for r in existing}
+        oom_at: dict[tuple, int] = {}
+        for record in existing:
+            if record["status"] == "oom":
+                group = record_config(record).group()
+                oom_at[group] = min(oom_at.get(group, record["batch_size"]), record["batch_size"])
+        todo = [c for c in self.plan.configs if c.key() not in done]
+        missing = sorted({c.framework for c in todo if not is_installed(c.framework)})
+        for framework in missing:
+            self._say(f"{framework} is not installed ({INSTALL_HINT[framework]}): its configurations are recorded as skipped")
+        if len(todo) < len(self.plan.configs):
+            self._say(f"resuming: {len(self.plan.configs) - len(todo)} of {len(self.plan.configs)} already recorded")
+        started = time.monotonic()
+        new_records = []
+        try:
+            for index, config in enumerate(todo):
+                record = self._next_record(config, missing, oom_at)
+                self.store.append(record)
+                new_records.append(record)
+                if record["status"] == "oom":
+                    group = config.group()
+                    oom_at[group] = min(oom_at.get(group, config.batch_size), config.batch_size)
+                self._progress(index + 1, len(todo), started, record)
+        finally:
+            self.close_workers()
+        return new_records
+
+    def _next_record(self, config: Config, missing: list[str], oom_at: dict) -> dict:
+        if config.framework in missing:
+            return make_record(
+                config,
+                "skipped",
+                error=f"{config.framework} is not installed on this machine ({INSTALL_HINT[config.framework]})",
+                env=dict(self.host_env),
+            )
+        limit = oom_at.get(config.group())
+        if limit is not None and config.batch_size > limit:
+            return make_record(config, "skipped", error=f"OOM at batch {limit}", env=dict(self.host_env))
+        return self.measure(config)
+
+    # --- largest batch that fits -----------------------------------------------------------------
+    def find_max_batches(self) -> list[dict]:
+        """For each group of the plan: double the batch until it fails, then bisect."""
+        quick = replace(self.plan.settings, warmup_steps=0, windows=1, min_window_s=0.0)
+        results = []
+        groups = {}
+        for config in self.plan.configs:
+            groups.setdefault(config.group(), config)
+        try:
+            for config in groups.values():
+                if not is_installed(config.framework):
+                    continue
+                probes: list[tuple[int, str]] = []
+
+                def fits(batch: int) -> bool:
+                    record = self.measure(replace(config, batch_size=batch), quick)
+                    probes.append((batch, record["status"]))
+                    return record["status"] == "ok"
+
+                last_ok, first_bad, batch = 0, None, 1
+                while batch <= self.plan.max_batch_limit:
+                    if fits(batch):
+                        last_ok, batch = batch, batch * 2
+                    else:
+                        first_bad = batch
+                        break
+                if first_bad is not None and probes[-1][1] == "oom":
+                    while first_bad - last_ok > 1:
+                        middle = (last_ok + first_bad) // 2
+                        if fits(middle):
+                            last_ok = middle
+                        else:
+                            first_bad = middle
+                result = {
+                    **{k: v for k, v in config.to_dict().items() if k != "batch_size"},
+                    "max_batch_size": last_ok or None,
+                    "first_failing_batch": first_bad,
+                    "limit": self.plan.max_batch_limit,
+                    "probes": probes,
+                }
+                with (self.store.path / "max_batch.jsonl").open("a") as handle:
+                    handle.write(json.dumps(result) + "\n")
+                results.append(result)
+                self._say(
+                    f"max batch {config.framework} {config.model} {config.mode} {config.precision}: "
+                    f"{last_ok or 'none'}" + (f" (fails at {first_bad})" if first_bad else f" (limit {self.plan.max_batch_limit})")
+                )
+        finally:
+            self.close_workers()
+        return results
+
+    # --- output -----------------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _progress(self, done: int, total: int, started: float, record: dict) -> None:
+        elapsed = time.monotonic() - started
+        eta = elapsed / done * (total - done)
+        width = 20
+        filled = int(width * done / total)
+        bar = "#" * filled + "." * (width - filled)
+        self._say(f"[{bar}] {done}/{total} ETA {_duration(eta)}  {summary_line(record)}")
+
+
+def summary_line(record: dict) -> str:
+    what = (
+        f"{record['framework']:<10} {record['model']:<15} {record['mode']:<5} b={record['batch_size']:<4} "
+        f"{record['precision']} {record['layout']}{' compiled' if record['compile'] == 'on' else ''}"
+    )
+    if record["status"] != "ok":
+        return f"{what}: {record['status'].upper()} {record.get('error') or ''}".rstrip()
+    cv = record.get("throughput_cv") or 0.0
+    return (
+        f"{what}: {record['throughput_img_s']:.4g} img/s (CV {cv:.1%}), p50 {record['latency_ms_p50']:.3g} ms, "
+        f"first step {record['first_step_s']:.3g} s"
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
