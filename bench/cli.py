@@ -173,7 +173,7 @@ def cmd_run(args) -> int:
             path.mkdir(parents=True, exist_ok=True)
             store = RunStore(path)
         else:
-            check_output_dir(RESULTS_DIR / "new")
+            check_output_dir(RESULTS_DIR)
             store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{profile_name}")
         store.write_json("plan.json", plan.to_dict())
     env = host_env()

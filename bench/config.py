@@ -271,14 +271,19 @@ def resolve_device(device: str) -> str:
 
 
 def check_output_dir(path: Path) -> None:
-    """Refuse an existing run (never overwrite) or a directory we cannot write, before any work."""
+    """Refuse an existing run (never overwrite) or a directory we cannot create and write, before any work."""
     if (path / "results.jsonl").exists():
         raise UsageError(f"{path} already holds a run; use --resume {path} to continue it, or another --out")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory {str(path)!r} is not writable (checked {str(probe)!r})")
+    existed = path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"output directory {str(path)!r} is not writable: {error.strerror or error}") from None
+    if not existed:
+        path.rmdir()  # created only to prove it can be; the run creates it again
 
 
 def build_plan(options: dict, profile: str = "custom") -> Plan:
