@@ -27,6 +27,7 @@ def main() -> int:
     from .backends import get_backend
     from .config import Config, Settings
     from .measure import run_config
+    from .monitors import ProcessMemory
 
     settings = Settings(**json.loads(settings_json))
     backend = get_backend(framework)
@@ -48,21 +49,30 @@ def main() -> int:
                 reply({"record": run_config(backend, Config.from_dict(request["config"]), chosen, process_env)})
             elif command == "setup":
                 config = Config.from_dict(request["config"])
+                memory = ProcessMemory()
+                memory.reset()
+                backend.reset_peak_memory(config)
                 started = time.perf_counter()
                 stepping = backend.prepare(config, settings)
-                stepping.step()
                 stepping.clock.start()
+                stepping.step()
                 stepping.clock.lap()
                 reply({"first_step_s": time.perf_counter() - started, "params": stepping.params})
+                cpu_start, wall_start = time.process_time(), time.perf_counter()
             elif command == "step":
                 stepping.clock.start()
                 stepping.step()
                 stepping.clock.lap()
                 reply({"seconds": stepping.clock.stop()[0]})
             elif command == "finish":
+                peak, source = backend.peak_memory(config)
+                if peak is None:
+                    peak, source = memory.peak_above_baseline(), memory.source
+                wall = time.perf_counter() - wall_start
+                cores = (time.process_time() - cpu_start) / wall if wall else None
                 stepping = None
                 backend.release()
-                reply({"done": True})
+                reply({"peak_memory_bytes": peak, "memory_source": source, "cpu_util_cores": cores, "env": process_env})
             elif command == "exit":
                 return 0
             else:

@@ -9,3 +9,10 @@ try:  # torch first: with a CUDA build of torch, TensorFlow first then triton cr
     import torch  # noqa: F401
 except ImportError:
     pass
+
+
+def pytest_ignore_collect(collection_path, config):
+    """The benchmark suite runs only under --benchmark-only: a plain `pytest` stays quick."""
+    if collection_path.name == "benchmarks" and not config.getoption("benchmark_only", default=False):
+        return True
+    return None

@@ -1,0 +1,133 @@
+"""Reports from records made by hand: golden tables, CSV round trip, memory fit, compare, plots, flags."""
+
+import csv
+import json
+
+import pytest
+
+from bench import tables
+from bench.cli import main
+from bench.compare import compare_runs
+from bench.config import Config
+from bench.records import RECORD_FIELDS, make_record
+from bench.report import write_report
+from bench.stats import iqr, latency_summary, median, percentile, throughput_summary
+
+
+def rec(framework, model, batch, img_s, mode="train", status="ok", memory=None, spread=0.01, **extra):
+    config = Config(framework, model, batch, mode, image_size=32)
+    if status != "ok":
+        return make_record(config, status, error=extra.pop("error", "boom"))
+    return make_record(
+        config, "ok", throughput_img_s=img_s, throughput_iqr_img_s=img_s * spread, throughput_min_img_s=img_s * (1 - spread),
+        throughput_max_img_s=img_s * (1 + spread), throughput_cv=spread / 2, latency_ms_p50=1000 * batch / img_s,
+        latency_ms_p90=1100 * batch / img_s, latency_ms_p99=1200 * batch / img_s, first_step_s=1.5,
+        peak_memory_bytes=memory, memory_source="hand-made", flops_per_img=2e9, achieved_tflops=img_s * 6e9 / 1e12,
+        cpu_util_cores=1.9, **extra,
+    )  # fmt: skip
+
+
+def test_statistics_against_hand_computed_values():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10, 20, 30, 40, 50], 90) == pytest.approx(46.0)
+    assert median([5, 1, 3]) == 3
+    assert iqr([1, 2, 3, 4, 5]) == 2.0
+    summary = throughput_summary([1.0, 2.0, 0.5, 1.0, 1.0], [100] * 5)
+    assert summary["throughput_img_s"] == 100 and summary["throughput_min_img_s"] == 50 and summary["throughput_max_img_s"] == 200
+    assert latency_summary([0.010, 0.020, 0.030])["latency_ms_p50"] == pytest.approx(20.0)
+
+
+def test_number_formatting_is_human():
+    assert [tables.sig3(v) for v in (12345.6, 123.456, 1.23456, 0.0012345, None, 0)] == ["12,300", "123", "1.23", "0.00123", "—", "0"]
+    assert tables.ratio_words(1.234) == "1.23x faster" and tables.ratio_words(1 / 1.1) == "1.10x slower"
+
+
+def test_memory_fit_recovers_fixed_and_per_image_cost():
+    mib = tables.MIB
+    fixed, per_image = tables.memory_fit([(1, 110 * mib), (2, 120 * mib), (4, 140 * mib)])
+    assert fixed == pytest.approx(100) and per_image == pytest.approx(10)
+
+
+RECORDS = [
+    rec("torch", "resnet20_cifar", 2, 100.0, memory=110 * 2**20),
+    rec("torch", "resnet20_cifar", 4, 180.0, memory=120 * 2**20),
+    rec("tensorflow", "resnet20_cifar", 2, 123.0, memory=50 * 2**20),
+    rec("tensorflow", "resnet20_cifar", 4, 90.0, status="oom", error="ResourceExhaustedError: OOM"),
+    rec("torch", "resnet56_cifar", 2, 40.0),
+    rec("torch", "resnet56_cifar", 4, 200.0),  # deeper yet faster: flagged
+]
+
+GOLDEN_THROUGHPUT = """| model          | b=2 (img/s)   | b=4 (img/s)   |
+|----------------|---------------|---------------|
+| resnet20_cifar | 100           | 180           |
+| resnet56_cifar | 40.0          | 200           |"""
+
+GOLDEN_RATIO = """| TensorFlow vs PyTorch   | b=2          | b=4            |
+|-------------------------|--------------|----------------|
+| resnet20_cifar          | 1.23x faster | tensorflow OOM |
+| resnet56_cifar          | —            | —              |"""
+
+
+def test_golden_tables_in_the_markdown_report(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    report = write_report(run)
+    text = report.path.read_text()
+    assert GOLDEN_THROUGHPUT in text
+    assert GOLDEN_RATIO in text
+    assert "| resnet20_cifar | torch       | channels_last | 110          | 120          | 100 + 10.0/img" in text
+    assert "nan" not in text.lower() and "None" not in text
+    assert "| tensorflow  | resnet20_cifar | train  | fp32        | 4       | OOM      | ResourceExhaustedError: OOM |" in text
+
+
+def test_csv_round_trip(tmp_path):
+    from bench.report import write_csv
+
+    write_csv(RECORDS, tmp_path / "summary.csv")
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert len(rows) == len(RECORDS)
+    assert set(RECORD_FIELDS) <= set(rows[0])
+    assert float(rows[0]["throughput_img_s"]) == 100.0 and rows[3]["status"] == "oom" and rows[3]["throughput_img_s"] == ""
+
+
+def test_sanity_flags_trip_on_records_built_to_trip_them():
+    noisy = rec("torch", "resnet20_cifar", 8, 150.0)
+    noisy["throughput_cv"] = 0.12
+    flags = tables.sanity_flags(RECORDS + [noisy])
+    assert any("resnet56_cifar" in f and "deeper than resnet20_cifar but faster" in f for f in flags)
+    assert any("CV 12.0%" in f for f in flags)
+    assert any("b=8" in f and "falls to 83%" not in f for f in flags)
+    dropping = [rec("torch", "resnet20_cifar", 2, 100.0), rec("torch", "resnet20_cifar", 4, 50.0)]
+    assert any("falls to 50% of batch 2's" in f for f in tables.sanity_flags(dropping))
+
+
+def test_plots_are_valid_non_empty_pngs(tmp_path):
+    from bench.plots import write_plots
+
+    files = write_plots(RECORDS, tmp_path)
+    assert {f.name.split("_train")[0] for f in files} == {"throughput_vs_batch", "depth", "ratio_heatmap", "memory_vs_batch"}
+    for path in files:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_compare_flags_a_planted_20_percent_regression(tmp_path, capsys):
+    baseline = [rec("torch", "resnet20_cifar", b, 100.0 * b) for b in (2, 4, 8)]
+    candidate = [rec("torch", "resnet20_cifar", 2, 200.0 * 0.8), rec("torch", "resnet20_cifar", 4, 401.0), rec("torch", "resnet20_cifar", 8, 800.0 * 1.3)]
+    verdicts = {c.config.batch_size: (c.verdict, round(c.change, 3)) for c in compare_runs(baseline, candidate)}
+    assert verdicts == {2: ("regression", -0.2), 4: ("within spread", 0.003), 8: ("improvement", 0.3)}
+    for name, records in (("a", baseline), ("b", candidate)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on-regression", "10"]) == 1
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on-regression", "25"]) == 0
+    assert "-20.0%" in capsys.readouterr().out
+
+
+def test_report_from_a_pytest_benchmark_json(tmp_path):
+    data = {"machine_info": {"node": "box"}, "benchmarks": [{"extra_info": {"record": r}} for r in RECORDS]}
+    source = tmp_path / "out.json"
+    source.write_text(json.dumps(data))
+    assert main(["report", str(source)]) == 0
+    assert GOLDEN_THROUGHPUT in (tmp_path / "out-report" / "report.md").read_text()
