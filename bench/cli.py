@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from .config import (
-    COMPILE,
     DEVICES,
     LAYOUTS,
     MODES,
@@ -49,20 +48,41 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_csv, help="comma list of names or globs such as 'resnet*', 'vgg1?_bn'")
     run.add_argument("--batch-sizes", type=_csv, help="comma list of positive integers")
     run.add_argument("--modes", type=_csv, help=f"comma list of {', '.join(MODES)} (default: both)")
-    run.add_argument("--precision", dest="precisions", type=_csv, help=f"comma list of {', '.join(PRECISIONS)} (default fp32)")
-    run.add_argument("--compile", type=_csv, help="off (PyTorch eager, TF tf.function), on (torch.compile, XLA); default off")
-    run.add_argument("--torch-compile-mode", choices=TORCH_COMPILE_MODES, help="mode for torch.compile (default 'default')")
+    run.add_argument(
+        "--precision", dest="precisions", type=_csv, help=f"comma list of {', '.join(PRECISIONS)} (default fp32)"
+    )
+    run.add_argument(
+        "--compile", type=_csv, help="off (PyTorch eager, TF tf.function), on (torch.compile, XLA); default off"
+    )
+    run.add_argument(
+        "--torch-compile-mode", choices=TORCH_COMPILE_MODES, help="mode for torch.compile (default 'default')"
+    )
     run.add_argument("--image-size", help="input side in px (default: the profile's)")
-    run.add_argument("--layout", dest="layouts", type=_csv, help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default channels_last, the faster one measured on CPU and GPU; TensorFlow is always NHWC)")
-    run.add_argument("--device", choices=DEVICES, help="auto (cuda if an NVIDIA GPU is found), cpu or cuda (default auto)")
+    run.add_argument(
+        "--layout",
+        dest="layouts",
+        type=_csv,
+        help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default channels_last, the faster one measured on CPU and GPU; TensorFlow is always NHWC)",
+    )
+    run.add_argument(
+        "--device", choices=DEVICES, help="auto (cuda if an NVIDIA GPU is found), cpu or cuda (default auto)"
+    )
     run.add_argument("--threads", help="CPU threads for each framework (default 0: all cores)")
     run.add_argument("--warmup-steps", help="untimed steps after the first (default: the profile's, 3 if none)")
     run.add_argument("--windows", help="timed windows, at least 5 (default 5)")
     run.add_argument("--min-window-s", help="minimum seconds per timed window (default: the profile's)")
     run.add_argument("--max-window-steps", help="cap on steps per window (default 1000)")
     run.add_argument("--timeout", dest="timeout_s", help="seconds allowed per configuration (default 600)")
-    run.add_argument("--no-tf32", dest="tf32", action="store_false", default=None, help="disable TF32 in both frameworks (default: TF32 on in both)")
-    run.add_argument("--max-batch", action="store_true", help="also find the largest batch that fits per model/mode/precision")
+    run.add_argument(
+        "--no-tf32",
+        dest="tf32",
+        action="store_false",
+        default=None,
+        help="disable TF32 in both frameworks (default: TF32 on in both)",
+    )
+    run.add_argument(
+        "--max-batch", action="store_true", help="also find the largest batch that fits per model/mode/precision"
+    )
     run.add_argument("--max-batch-limit", help="largest batch tried by --max-batch (default 4096)")
     run.add_argument("--out", help="run directory (default: a new folder under results/runs/)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run: measure only what is missing")
@@ -75,7 +95,12 @@ def make_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="relative changes between two runs")
     compare.add_argument("run_a", help="baseline run (directory, results.jsonl or pytest-benchmark JSON)")
     compare.add_argument("run_b", help="candidate run")
-    compare.add_argument("--fail-on-regression", type=float, metavar="PCT", help="exit 1 if any throughput falls by more than PCT percent beyond the spread")
+    compare.add_argument(
+        "--fail-on-regression",
+        type=float,
+        metavar="PCT",
+        help="exit 1 if any throughput falls by more than PCT percent beyond the spread",
+    )
     compare.add_argument("--out", help="write the comparison as Markdown to this file (default: RUN_B/compare.md)")
     return parser
 
@@ -117,8 +142,18 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = [[r["name"], r["family"], r["depth"], f"{r['params']:,}", r["image_size"], f"{r['flops_per_image'] / 1e9:.3g}"] for r in rows]
-    print(tabulate(table, headers=["model", "family", "depth", "parameters", "px", "GFLOPs/img"], tablefmt="github", disable_numparse=True))
+    table = [
+        [r["name"], r["family"], r["depth"], f"{r['params']:,}", r["image_size"], f"{r['flops_per_image'] / 1e9:.3g}"]
+        for r in rows
+    ]
+    print(
+        tabulate(
+            table,
+            headers=["model", "family", "depth", "parameters", "px", "GFLOPs/img"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
     return 0
 
 
@@ -188,7 +223,9 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         runner.close_workers()
         kept = len(store.records())
-        print(f"\ninterrupted: {kept} records kept in {store.path}; continue with --resume {store.path}", file=sys.stderr)
+        print(
+            f"\ninterrupted: {kept} records kept in {store.path}; continue with --resume {store.path}", file=sys.stderr
+        )
         return 130
     if not args.no_report:
         report = write_report(store.path)
@@ -215,7 +252,9 @@ def _print_plan(plan: Plan, store) -> None:
         f"{plan.settings.min_window_s:g} s; warm-up {plan.settings.warmup_steps} steps; timeout {plan.settings.timeout_s:g} s",
     ]
     for framework in frameworks:
-        state = "installed" if is_installed(framework) else "NOT INSTALLED: its configurations will be recorded as skipped"
+        state = (
+            "installed" if is_installed(framework) else "NOT INSTALLED: its configurations will be recorded as skipped"
+        )
         lines.append(f"{framework}: {state}")
     lines += [f"note: {note}" for note in plan.notes]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -245,7 +284,11 @@ def cmd_compare(args) -> int:
     rows = compare_runs(load_source(Path(args.run_a))[0], load_source(Path(args.run_b))[0])
     text = render_comparison(rows, args.run_a, args.run_b)
     print(text)
-    out = Path(args.out) if args.out else (Path(args.run_b) if Path(args.run_b).is_dir() else Path(args.run_b).parent) / "compare.md"
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(args.run_b) if Path(args.run_b).is_dir() else Path(args.run_b).parent) / "compare.md"
+    )
     out.write_text(text + "\n")
     if args.fail_on_regression is not None:
         threshold = args.fail_on_regression / 100.0

@@ -70,7 +70,17 @@ def render_comparison(rows: list[Change], name_a: str, name_b: str) -> str:
         for c in rows
     ]
     counts = {v: sum(1 for c in rows if c.verdict == v) for v in ("regression", "improvement", "within spread")}
-    headers = ["framework", "model", "mode", "precision", "batch", "baseline (img/s)", "candidate (img/s)", "change", "verdict"]
+    headers = [
+        "framework",
+        "model",
+        "mode",
+        "precision",
+        "batch",
+        "baseline (img/s)",
+        "candidate (img/s)",
+        "change",
+        "verdict",
+    ]
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     return (
         f"# Comparison: {name_b} against {name_a}\n\n{summary}. A change counts only when the two runs' window ranges "

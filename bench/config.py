@@ -125,7 +125,7 @@ PROFILES: dict[str, dict] = {
         image_size=32,
         warmup_steps=1,
         windows=5,
-        min_window_s=0.05,
+        min_window_s=0.1,
     ),
     # The full study on a GPU: every ImageNet depth at 224 px, batch 1 to 256, fp32 and bf16.
     "gpu-full": dict(
@@ -233,7 +233,9 @@ def expand_models(patterns) -> list[str]:
         if any(ch in pattern for ch in "*?["):
             matched = list_models(pattern)
             if not matched:
-                raise UsageError(f"model pattern {pattern!r} matches no model; valid models: {', '.join(list_models())}")
+                raise UsageError(
+                    f"model pattern {pattern!r} matches no model; valid models: {', '.join(list_models())}"
+                )
             names += matched
         else:
             try:

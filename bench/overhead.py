@@ -120,7 +120,9 @@ def worker(framework: str) -> dict:
                     "alternations": ALTERNATIONS,
                 }
             )  # fmt: skip
-    noop = measure(lambda: None, HostClock(lambda: None), warmup_steps=10, windows=5, min_window_s=0.05, max_window_steps=100_000)
+    noop = measure(
+        lambda: None, HostClock(lambda: None), warmup_steps=10, windows=5, min_window_s=0.05, max_window_steps=100_000
+    )
     results["noop_step_us"] = median(noop.step_seconds) * 1e6
     return results
 
@@ -148,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{framework}: not installed, skipped", file=sys.stderr)
             continue
         output = subprocess.run(
-            [sys.executable, "-m", "bench.overhead", "--worker", framework], cwd=root, capture_output=True, text=True, check=True
+            [sys.executable, "-m", "bench.overhead", "--worker", framework],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         result = json.loads(output.strip().splitlines()[-1])
         all_results.append(result)
@@ -158,8 +164,21 @@ def main(argv: list[str] | None = None) -> int:
                  f"{case['bare_img_s']:.1f}", f"{case['ratio_median']:.3f}", f"{case['ratio_min']:.3f}–{case['ratio_max']:.3f}",
                  f"{case['ratio_iqr']:.3f}"]
             )  # fmt: skip
-        rows.append([framework, "no-op step", "—", "—", "—", "—", "—", "—", "—", f"{result['noop_step_us']:.2f} µs/step"])
-    headers = ["framework", "model", "px", "mode", "batch", "harness img/s", "bare loop img/s", "ratio (median)", "range", "IQR"]
+        rows.append(
+            [framework, "no-op step", "—", "—", "—", "—", "—", "—", "—", f"{result['noop_step_us']:.2f} µs/step"]
+        )
+    headers = [
+        "framework",
+        "model",
+        "px",
+        "mode",
+        "batch",
+        "harness img/s",
+        "bare loop img/s",
+        "ratio (median)",
+        "range",
+        "IQR",
+    ]
     print(f"Harness vs bare loop, {ALTERNATIONS} alternations each, in one run:")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if args.json:

@@ -21,7 +21,9 @@ def _plt():
 
 
 def _label(r: dict) -> str:
-    return r["framework"] + (f" ({r['layout']})" if r["framework"] == "torch" and r["layout"] != "channels_last" else "")
+    return r["framework"] + (
+        f" ({r['layout']})" if r["framework"] == "torch" and r["layout"] != "channels_last" else ""
+    )
 
 
 def write_plots(records: list[dict], out: Path) -> list[Path]:
@@ -33,7 +35,9 @@ def write_plots(records: list[dict], out: Path) -> list[Path]:
         tag = f"{mode}_{precision}" + ("_compiled" if compiled == "on" else "")
         files.append(_throughput_vs_batch(chosen, out / f"throughput_vs_batch_{tag}.png", tag))
         files.append(_depth(chosen, out / f"depth_{tag}.png", tag))
-        heatmap = _ratio_heatmap(tables.select(records, mode, precision, compiled), out / f"ratio_heatmap_{tag}.png", tag)
+        heatmap = _ratio_heatmap(
+            tables.select(records, mode, precision, compiled), out / f"ratio_heatmap_{tag}.png", tag
+        )
         if heatmap:
             files.append(heatmap)
         memory = _memory_vs_batch(chosen, out / f"memory_vs_batch_{tag}.png", tag)
@@ -60,7 +64,13 @@ def _throughput_vs_batch(records, path: Path, tag: str) -> Path:
                 series[_label(r)].append((r["batch_size"], r["throughput_img_s"]))
         for label, points in sorted(series.items()):
             points.sort()
-            ax.plot([b for b, _ in points], [t for _, t in points], marker="o", label=label, color=COLORS.get(label.split()[0]))
+            ax.plot(
+                [b for b, _ in points],
+                [t for _, t in points],
+                marker="o",
+                label=label,
+                color=COLORS.get(label.split()[0]),
+            )
         ax.set_xscale("log", base=2)
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("batch size", fontsize=8)
@@ -86,7 +96,9 @@ def _depth(records, path: Path, tag: str) -> Path:
     for (family, label), members in sorted(families.items()):
         batch = max(r["batch_size"] for r in members)
         points = sorted((r["depth"], r) for r in members if r["batch_size"] == batch)
-        style = dict(marker="o", label=f"{family} {label} b={batch}", linestyle="-" if label.startswith("torch") else "--")
+        style = dict(
+            marker="o", label=f"{family} {label} b={batch}", linestyle="-" if label.startswith("torch") else "--"
+        )
         ax_t.plot([d for d, _ in points], [r["throughput_img_s"] for _, r in points], **style)
         memory = [(d, r["peak_memory_bytes"]) for d, r in points if r.get("peak_memory_bytes") is not None]
         if memory:
@@ -116,7 +128,13 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
 
     finite = [abs(math.log2(v)) for row in grid for v in row if v == v]
     span = max(finite + [0.1])
-    image = ax.imshow([[math.log2(v) if v == v else float("nan") for v in row] for row in grid], cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
+    image = ax.imshow(
+        [[math.log2(v) if v == v else float("nan") for v in row] for row in grid],
+        cmap="RdBu",
+        vmin=-span,
+        vmax=span,
+        aspect="auto",
+    )
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
             if value == value:
@@ -144,7 +162,13 @@ def _memory_vs_batch(records, path: Path, tag: str) -> Path | None:
         series[(r["model"], _label(r))].append((r["batch_size"], r["peak_memory_bytes"] / MIB))
     for (model, label), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1])):
         points.sort()
-        ax.plot([b for b, _ in points], [m for _, m in points], marker="o", linestyle="-" if label.startswith("torch") else "--", label=f"{model} {label}")
+        ax.plot(
+            [b for b, _ in points],
+            [m for _, m in points],
+            marker="o",
+            linestyle="-" if label.startswith("torch") else "--",
+            label=f"{model} {label}",
+        )
     ax.set(xscale="log", xlabel="batch size", ylabel="peak memory (MiB)", title=f"Peak memory vs batch size ({tag})")
     ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)

@@ -141,5 +141,5 @@ def host_env(argv: list[str] | None = None) -> dict:
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "git_commit": git_commit(),
-        "command_line": " ".join(argv if argv is not None else sys.argv),
+        "command_line": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

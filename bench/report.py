@@ -69,7 +69,9 @@ def write_csv(records: list[dict], path: Path) -> None:
         writer.writerow([*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)])
         for r in records:
             env = r.get("env") or {}
-            writer.writerow([_csv_value(r.get(f)) for f in RECORD_FIELDS] + [_csv_value(env.get(f)) for f in env_fields])
+            writer.writerow(
+                [_csv_value(r.get(f)) for f in RECORD_FIELDS] + [_csv_value(env.get(f)) for f in env_fields]
+            )
 
 
 def _csv_value(value):
@@ -94,7 +96,11 @@ def environment_lines(records: list[dict], env: dict) -> list[str]:
     device_names = sorted({e.get("device_name") for e in worker_envs.values() if e.get("device_name")})
     lines = [
         f"- **Device**: {', '.join(devices) or '—'}"
-        + (f" ({', '.join(device_names)})" if device_names else f" — CPU: {env.get('cpu_model', '—')}, {env.get('cpu_cores', '—')} cores"),
+        + (
+            f" ({', '.join(device_names)})"
+            if device_names
+            else f" — CPU: {env.get('cpu_model', '—')}, {env.get('cpu_cores', '—')} cores"
+        ),
         f"- **Image size**: {first.get('image_size', '—')} px; **batch sizes**: {', '.join(str(b) for b in sorted({r['batch_size'] for r in records}))}",
         f"- **Precision**: {', '.join(sorted({r['precision'] for r in records}))}; **compile**: {', '.join(sorted({r['compile'] for r in records}))} "
         "(off = PyTorch eager, TensorFlow tf.function; on = torch.compile, XLA)",
@@ -111,7 +117,11 @@ def environment_lines(records: list[dict], env: dict) -> list[str]:
         lines.append(f"- **{framework}**: " + ", ".join(str(d) for d in details))
     frameworks = {r["framework"] for r in records}
     for framework in ("torch", "tensorflow"):
-        skipped = [r for r in records if r["framework"] == framework and r["status"] == "skipped" and "not installed" in (r.get("error") or "")]
+        skipped = [
+            r
+            for r in records
+            if r["framework"] == framework and r["status"] == "skipped" and "not installed" in (r.get("error") or "")
+        ]
         if skipped or framework not in frameworks:
             lines.append(f"- **{framework}**: not available on this machine; no {framework} figures in this run")
     lines.append(
@@ -142,7 +152,11 @@ def render_markdown(records: list[dict], env: dict, plot_files: list[Path]) -> t
                 label = f"### Throughput, {framework}" + (f" ({layout})" if framework == "torch" else "")
                 table = _md(headers, rows)
                 out += [label, "", table, ""]
-                console += [f"{title} — {framework}" + (f" {layout}" if framework == "torch" else "") + " (img/s)", table, ""]
+                console += [
+                    f"{title} — {framework}" + (f" {layout}" if framework == "torch" else "") + " (img/s)",
+                    table,
+                    "",
+                ]
         headers, rows, _ = tables.framework_ratio(chosen)
         if any(cell not in ("—",) for row in rows for cell in row[1:]):
             table = _md(headers, rows)
@@ -167,9 +181,17 @@ def _latency(records) -> list[str]:
         return []
     smallest = min(r["batch_size"] for r in ok)
     rows = []
-    for r in sorted((r for r in ok if r["batch_size"] == smallest), key=lambda r: (tables.depth_key(r["model"]), r["framework"], r["layout"])):
+    for r in sorted(
+        (r for r in ok if r["batch_size"] == smallest),
+        key=lambda r: (tables.depth_key(r["model"]), r["framework"], r["layout"]),
+    ):
         rows.append([r["model"], r["framework"], r["layout"], sig3(r["latency_ms_p50"]), sig3(r["latency_ms_p99"])])
-    return [f"### Latency at batch {smallest}", "", _md(["model", "framework", "layout", "p50 (ms)", "p99 (ms)"], rows), ""]
+    return [
+        f"### Latency at batch {smallest}",
+        "",
+        _md(["model", "framework", "layout", "p50 (ms)", "p99 (ms)"], rows),
+        "",
+    ]
 
 
 def _memory(records) -> list[str]:
@@ -183,10 +205,14 @@ def _memory(records) -> list[str]:
         series[(r["model"], r["framework"], r["layout"])][r["batch_size"]] = r["peak_memory_bytes"]
         sources.add(r["memory_source"])
     rows = []
-    for (model, framework, layout), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])):
+    for (model, framework, layout), points in sorted(
+        series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
+    ):
         fit = tables.memory_fit(sorted(points.items()))
         fit_text = f"{sig3(fit[0])} + {sig3(fit[1])}/img" if fit else "—"
-        rows.append([model, framework, layout] + [sig3(points[b] / MIB) if b in points else "—" for b in batches] + [fit_text])
+        rows.append(
+            [model, framework, layout] + [sig3(points[b] / MIB) if b in points else "—" for b in batches] + [fit_text]
+        )
     headers = ["model", "framework", "layout"] + [f"b={b} (MiB)" for b in batches] + ["fit: fixed MiB + MiB/img"]
     return [
         "### Peak memory",
@@ -209,19 +235,36 @@ def _utilization(records) -> list[str]:
             largest[key] = r
     gpu = any(r["device"] == "cuda" for r in ok)
     rows = []
-    for (model, framework, layout), r in sorted(largest.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])):
+    for (model, framework, layout), r in sorted(
+        largest.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
+    ):
         row = [model, framework, layout, r["batch_size"]]
         if gpu:
-            row += [sig3(r.get("gpu_util_pct_mean")), sig3(r.get("gpu_util_pct_max")), sig3(r.get("power_w")), sig3(r.get("energy_j_per_img"))]
+            row += [
+                sig3(r.get("gpu_util_pct_mean")),
+                sig3(r.get("gpu_util_pct_max")),
+                sig3(r.get("power_w")),
+                sig3(r.get("energy_j_per_img")),
+            ]
         else:
             row += [sig3(r.get("cpu_util_cores"))]
-        row += [sig3(r.get("achieved_tflops") * 1e3 if r.get("achieved_tflops") is not None else None), sig3(r["mfu"] * 100 if r.get("mfu") is not None else None)]
+        row += [
+            sig3(r.get("achieved_tflops") * 1e3 if r.get("achieved_tflops") is not None else None),
+            sig3(r["mfu"] * 100 if r.get("mfu") is not None else None),
+        ]
         rows.append(row)
     headers = ["model", "framework", "layout", "batch"]
     headers += ["GPU util mean (%)", "GPU util max (%)", "power (W)", "energy (J/img)"] if gpu else ["CPU cores used"]
     headers += ["achieved GFLOP/s", "MFU (%)"]
     note = "" if gpu else " MFU needs a device peak FLOP/s, which the harness does not know for a CPU (—)."
-    return ["### Utilization at the largest batch", "", f"Achieved FLOP/s count a training step as 3 forward passes.{note}", "", _md(headers, rows), ""]
+    return [
+        "### Utilization at the largest batch",
+        "",
+        f"Achieved FLOP/s count a training step as 3 forward passes.{note}",
+        "",
+        _md(headers, rows),
+        "",
+    ]
 
 
 def _first_step(records) -> list[str]:
@@ -234,7 +277,9 @@ def _first_step(records) -> list[str]:
         by[(r["model"], r["framework"], r["layout"])][r["batch_size"]] = r["first_step_s"]
     rows = [
         [model, framework, layout] + [sig3(points.get(b)) for b in batches]
-        for (model, framework, layout), points in sorted(by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:]))
+        for (model, framework, layout), points in sorted(
+            by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
+        )
     ]
     return [
         "### Time to first step (build + trace/compile + first step, s)",
@@ -255,9 +300,26 @@ def _depth_scaling(records) -> list[str]:
     for family, members in sorted(families.items(), key=lambda kv: tables.depth_key(kv[1][0]["model"])):
         batch = max(r["batch_size"] for r in members)
         rows = []
-        for r in sorted((r for r in members if r["batch_size"] == batch), key=lambda r: (r["depth"], r["framework"], r["layout"])):
-            rows.append([r["model"], r["depth"], r["framework"], r["layout"], sig3(r["throughput_img_s"]), sig3(r["flops_per_img"] / 1e9), sig3(r["achieved_tflops"])])
-        lines += [f"Family `{family}` at batch {batch}:", "", _md(["model", "depth", "framework", "layout", "img/s", "GFLOPs/img", "achieved TFLOP/s"], rows), ""]
+        for r in sorted(
+            (r for r in members if r["batch_size"] == batch), key=lambda r: (r["depth"], r["framework"], r["layout"])
+        ):
+            rows.append(
+                [
+                    r["model"],
+                    r["depth"],
+                    r["framework"],
+                    r["layout"],
+                    sig3(r["throughput_img_s"]),
+                    sig3(r["flops_per_img"] / 1e9),
+                    sig3(r["achieved_tflops"]),
+                ]
+            )
+        lines += [
+            f"Family `{family}` at batch {batch}:",
+            "",
+            _md(["model", "depth", "framework", "layout", "img/s", "GFLOPs/img", "achieved TFLOP/s"], rows),
+            "",
+        ]
     return lines
 
 
@@ -267,7 +329,15 @@ def _failures(records) -> list[str]:
     if not failed:
         return lines + ["None: every configuration ran to the end.", ""]
     rows = [
-        [r["framework"], r["model"], r["mode"], r["precision"], r["batch_size"], tables.STATUS_LABEL[r["status"]], (r.get("error") or "").replace("|", "/")[:160]]
+        [
+            r["framework"],
+            r["model"],
+            r["mode"],
+            r["precision"],
+            r["batch_size"],
+            tables.STATUS_LABEL[r["status"]],
+            (r.get("error") or "").replace("|", "/")[:160],
+        ]
         for r in failed
     ]
     return lines + [_md(["framework", "model", "mode", "precision", "batch", "status", "message"], rows), ""]
@@ -277,5 +347,8 @@ def _flags(records) -> list[str]:
     flags = tables.sanity_flags(records)
     lines = ["## Sanity flags", ""]
     if not flags:
-        return lines + ["None: no cell tripped a check (CV above 5%, a deeper model faster than a shallower one, throughput falling with batch).", ""]
+        return lines + [
+            "None: no cell tripped a check (CV above 5%, a deeper model faster than a shallower one, throughput falling with batch).",
+            "",
+        ]
     return lines + ["Distrust these cells:", ""] + [f"- {f}" for f in flags] + [""]

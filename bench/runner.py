@@ -179,7 +179,9 @@ class Runner:
         todo = [c for c in self.plan.configs if c.key() not in done]
         missing = sorted({c.framework for c in todo if not is_installed(c.framework)})
         for framework in missing:
-            self._say(f"{framework} is not installed ({INSTALL_HINT[framework]}): its configurations are recorded as skipped")
+            self._say(
+                f"{framework} is not installed ({INSTALL_HINT[framework]}): its configurations are recorded as skipped"
+            )
         if len(todo) < len(self.plan.configs):
             self._say(f"resuming: {len(self.plan.configs) - len(todo)} of {len(self.plan.configs)} already recorded")
         started = time.monotonic()
@@ -224,7 +226,7 @@ class Runner:
                     continue
                 probes: list[tuple[int, str]] = []
 
-                def fits(batch: int) -> bool:
+                def fits(batch: int, config=config, probes=probes) -> bool:
                     record = self.measure(replace(config, batch_size=batch), quick)
                     probes.append((batch, record["status"]))
                     return record["status"] == "ok"
@@ -255,7 +257,8 @@ class Runner:
                 results.append(result)
                 self._say(
                     f"max batch {config.framework} {config.model} {config.mode} {config.precision}: "
-                    f"{last_ok or 'none'}" + (f" (fails at {first_bad})" if first_bad else f" (limit {self.plan.max_batch_limit})")
+                    f"{last_ok or 'none'}"
+                    + (f" (fails at {first_bad})" if first_bad else f" (limit {self.plan.max_batch_limit})")
                 )
         finally:
             self.close_workers()

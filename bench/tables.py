@@ -75,12 +75,16 @@ def select(records, mode, precision, compiled) -> list[dict]:
     return [r for r in records if r["mode"] == mode and r["precision"] == precision and r["compile"] == compiled]
 
 
-def throughput_pivot(records: list[dict], framework: str, layout: str | None = None) -> tuple[list[str], list[list[str]]]:
+def throughput_pivot(
+    records: list[dict], framework: str, layout: str | None = None
+) -> tuple[list[str], list[list[str]]]:
     """Rows: models in depth order; columns: batch sizes; cells: img/s or the failure."""
     chosen = [r for r in records if r["framework"] == framework and (layout is None or r["layout"] == layout)]
     batches = sorted({r["batch_size"] for r in chosen})
     by_key = {(r["model"], r["batch_size"]): r for r in chosen}
-    rows = [[model] + [cell(by_key.get((model, b))) for b in batches] for model in model_order(r["model"] for r in chosen)]
+    rows = [
+        [model] + [cell(by_key.get((model, b))) for b in batches] for model in model_order(r["model"] for r in chosen)
+    ]
     return ["model"] + [f"b={b} (img/s)" for b in batches], rows
 
 
@@ -90,7 +94,9 @@ def paired(records: list[dict]) -> dict[tuple, dict[str, dict]]:
     for r in records:
         slot = pairs[(r["model"], r["batch_size"])]
         current = slot.get(r["framework"])
-        if current is None or (r["status"] == "ok" and (current["status"] != "ok" or r["throughput_img_s"] > current["throughput_img_s"])):
+        if current is None or (
+            r["status"] == "ok" and (current["status"] != "ok" or r["throughput_img_s"] > current["throughput_img_s"])
+        ):
             slot[r["framework"]] = r
     return pairs
 
@@ -113,7 +119,11 @@ def framework_ratio(records: list[dict]) -> tuple[list[str], list[list[str]], di
             if (model, b) in ratios:
                 row.append(ratio_words(ratios[(model, b)]))
             elif slot:
-                failed = [f"{fw} {STATUS_LABEL.get(r['status'], r['status'])}" for fw, r in slot.items() if r["status"] != "ok"]
+                failed = [
+                    f"{fw} {STATUS_LABEL.get(r['status'], r['status'])}"
+                    for fw, r in slot.items()
+                    if r["status"] != "ok"
+                ]
                 row.append(", ".join(failed) or "—")
             else:
                 row.append("—")
@@ -144,7 +154,9 @@ def sanity_flags(records: list[dict]) -> list[str]:
             flags.append(f"{_name(r)}: throughput CV {cv:.1%} across windows is above {CV_LIMIT:.0%}")
     groups = defaultdict(list)
     for r in ok:
-        groups[(r["framework"], r["family"], r["batch_size"], r["mode"], r["precision"], r["compile"], r["layout"])].append(r)
+        groups[
+            (r["framework"], r["family"], r["batch_size"], r["mode"], r["precision"], r["compile"], r["layout"])
+        ].append(r)
     for group in groups.values():
         group.sort(key=lambda r: r["depth"])
         for shallow, deep in zip(group, group[1:]):

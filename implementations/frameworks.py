@@ -20,8 +20,7 @@ def canonical_framework(name: str) -> str:
         return _ALIASES[str(name).lower()]
     except KeyError:
         raise ValueError(
-            f"unknown framework {name!r}; valid frameworks: {', '.join(FRAMEWORKS)} "
-            f"(aliases: pytorch, tf, keras)"
+            f"unknown framework {name!r}; valid frameworks: {', '.join(FRAMEWORKS)} (aliases: pytorch, tf, keras)"
         ) from None
 
 

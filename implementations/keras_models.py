@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import keras
+import numpy as np
 from keras import layers, ops
 
 from .specs import (
@@ -56,9 +56,7 @@ class TorchBatchNorm(layers.BatchNormalization):
         unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
         momentum = self.momentum
         self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum))
-        self.moving_variance.assign(
-            ops.cast(self.moving_variance, x.dtype) * momentum + unbiased * (1.0 - momentum)
-        )
+        self.moving_variance.assign(ops.cast(self.moving_variance, x.dtype) * momentum + unbiased * (1.0 - momentum))
         outputs = ops.batch_normalization(
             x, mean, variance, axis=self.axis, offset=self.beta, scale=self.gamma, epsilon=self.epsilon
         )

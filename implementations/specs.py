@@ -101,7 +101,7 @@ class CifarResNetSpec:
     min_image_size: int = 8
 
 
-ModelSpec = Union[VGGSpec, ResNetSpec, CifarResNetSpec]
+ModelSpec = Union[VGGSpec, ResNetSpec, CifarResNetSpec]  # noqa: UP007  (a runtime alias, valid on 3.10)
 
 
 def vgg_spec(depth: int, batch_norm: bool) -> VGGSpec:
@@ -124,8 +124,7 @@ def cifar_spec(depth: int, shortcut: bool = True) -> CifarResNetSpec:
     """A CIFAR-style network of depth 6n+2; shortcut=False gives the plain twin."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
-            f"CIFAR-style ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...); "
-            f"got {depth}"
+            f"CIFAR-style ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...); got {depth}"
         )
     prefix = "resnet" if shortcut else "plain"
     return CifarResNetSpec(
@@ -185,8 +184,7 @@ def get_spec(name: str) -> ModelSpec:
 def check_image_size(spec: ModelSpec, image_size: int) -> None:
     if not isinstance(image_size, int) or image_size < spec.min_image_size:
         raise ValueError(
-            f"image size {image_size!r} is too small for {spec.name}: it needs at least "
-            f"{spec.min_image_size} px"
+            f"image size {image_size!r} is too small for {spec.name}: it needs at least {spec.min_image_size} px"
         )
 
 
@@ -290,7 +288,9 @@ def params_count(spec: ModelSpec, num_classes: int | None = None) -> int:
                 total += _conv_params(c_in, item, 3, bias=True) + (bn(item) if spec.batch_norm else 0)
                 c_in = item
         flat = c_in * VGG_HEAD_POOL * VGG_HEAD_POOL
-        return total + (flat + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * classes
+        return (
+            total + (flat + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * classes
+        )
     if isinstance(spec, ResNetSpec):
         total, c_in = _conv_params(3, 64, 7) + bn(64), 64
         for stage, (width, blocks) in enumerate(zip(spec.widths, spec.layers)):
@@ -300,7 +300,9 @@ def params_count(spec: ModelSpec, num_classes: int | None = None) -> int:
                 if spec.block == "basic":
                     total += _conv_params(c_in, width, 3) + _conv_params(width, width, 3) + 2 * bn(width)
                 else:
-                    total += _conv_params(c_in, width, 1) + _conv_params(width, width, 3) + _conv_params(width, c_out, 1)
+                    total += (
+                        _conv_params(c_in, width, 1) + _conv_params(width, width, 3) + _conv_params(width, c_out, 1)
+                    )
                     total += 2 * bn(width) + bn(c_out)
                 if stride != 1 or c_in != c_out:
                     total += _conv_params(c_in, c_out, 1) + bn(c_out)

@@ -81,9 +81,7 @@ def keras_to_torch(keras_model, torch_model: nn.Module) -> None:
             else:
                 kernel = values[0]
                 values[0] = (
-                    kernel.transpose(3, 2, 0, 1)
-                    if isinstance(module, nn.Conv2d)
-                    else _linear_to_torch(name, kernel)
+                    kernel.transpose(3, 2, 0, 1) if isinstance(module, nn.Conv2d) else _linear_to_torch(name, kernel)
                 )
                 targets = [module.weight] + ([module.bias] if module.bias is not None else [])
             for target, value in zip(targets, values, strict=True):

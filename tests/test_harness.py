@@ -47,7 +47,12 @@ def test_oom_at_a_batch_skips_the_larger_ones(tmp_path, monkeypatch):
 
 
 def test_an_exception_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    records = sweep(tmp_path, plan_for([2], models=["resnet20_cifar", "resnet32_cifar", "resnet44_cifar"]), {"error_model": "resnet32_cifar"}, monkeypatch)
+    records = sweep(
+        tmp_path,
+        plan_for([2], models=["resnet20_cifar", "resnet32_cifar", "resnet44_cifar"]),
+        {"error_model": "resnet32_cifar"},
+        monkeypatch,
+    )
     assert [(r["model"], r["status"]) for r in records] == [
         ("resnet20_cifar", "ok"), ("resnet32_cifar", "error"), ("resnet44_cifar", "ok"),
     ]  # fmt: skip
@@ -111,7 +116,13 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes(tmp_path):
     assert process.returncode == 130 and "--resume" in stderr
     assert [r["status"] for r in load_records(out / "results.jsonl")] == ["ok", "ok"]
     env["CNN_BENCH_FAKE"] = "{}"
-    subprocess.run([sys.executable, "-m", "bench", "run", "--resume", str(out), "--no-report"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--resume", str(out), "--no-report"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert [r["batch_size"] for r in load_records(out / "results.jsonl")] == [1, 2, 4]
 
 
@@ -167,14 +178,24 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
 
 
 def test_unknown_model_from_the_shell_exits_2():
-    result = subprocess.run([sys.executable, "-m", "bench", "run", "--models", "vgg17"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--models", "vgg17"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 2 and "vgg16" in result.stderr and "resnet1202_cifar" in result.stderr
 
 
 def test_plan_interleaves_frameworks_on_cpu_and_groups_them_on_gpu():
     cpu = plan_for([1, 2], frameworks=["torch", "tensorflow"])
     assert [c.framework for c in cpu.configs][:4] == ["torch", "tensorflow", "torch", "tensorflow"]
-    options = dict(frameworks=["torch", "tensorflow"], models=["resnet18"], batch_sizes=[1, 2], modes=["infer"], precisions=["fp32"], image_size=32, device="cuda")
+    options = dict(
+        frameworks=["torch", "tensorflow"],
+        models=["resnet18"],
+        batch_sizes=[1, 2],
+        modes=["infer"],
+        precisions=["fp32"],
+        image_size=32,
+        device="cuda",
+    )
     gpu = build_plan(options)
     assert [c.framework for c in gpu.configs] == ["torch", "torch", "tensorflow", "tensorflow"]
 
@@ -184,5 +205,14 @@ def test_config_round_trips_and_groups():
     assert Config.from_dict(config.to_dict()) == config
     assert config.group() == Config("torch", "resnet18", 16, "train").group()
     with pytest.raises(UsageError):
-        build_plan(dict(frameworks=["torch"], models=["resnet18"], batch_sizes=["x"], modes=["train"], precisions=["fp32"], image_size=32))
+        build_plan(
+            dict(
+                frameworks=["torch"],
+                models=["resnet18"],
+                batch_sizes=["x"],
+                modes=["train"],
+                precisions=["fp32"],
+                image_size=32,
+            )
+        )
     assert Settings().windows >= 5

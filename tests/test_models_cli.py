@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_models_json_lists_every_model_with_published_parameters():
-    result = subprocess.run([sys.executable, "-m", "bench", "models", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "models", "--json"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     rows = json.loads(result.stdout)
     assert {r["name"]: r["params"] for r in rows} == expected_params()
     assert {"name", "family", "depth", "params", "flops_per_image"} <= set(rows[0])
@@ -20,7 +22,11 @@ def test_models_json_lists_every_model_with_published_parameters():
 
 
 def test_models_table_and_bad_image_size():
-    table = subprocess.run([sys.executable, "-m", "bench", "models"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "bench", "models"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert "| resnet152" in table and "60,192,808" in table
-    bad = subprocess.run([sys.executable, "-m", "bench", "models", "--image-size", "16"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench", "models", "--image-size", "16"], cwd=ROOT, capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "at least 32 px" in bad.stderr

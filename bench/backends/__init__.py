@@ -4,8 +4,9 @@ read peak memory, classify OOM, report versions. Only these modules import a fra
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass

@@ -118,7 +118,9 @@ class TensorFlowBackend:
 
     def peak_memory(self, config: Config) -> tuple[int | None, str | None]:
         if config.device == "cuda":
-            return tf.config.experimental.get_memory_info("GPU:0")["peak"], "tf.config.experimental.get_memory_info peak"
+            return tf.config.experimental.get_memory_info("GPU:0")[
+                "peak"
+            ], "tf.config.experimental.get_memory_info peak"
         return None, None
 
     def release(self) -> None:

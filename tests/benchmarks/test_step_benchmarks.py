@@ -19,7 +19,14 @@ from tests.benchmarks.conftest import StepClock
 FULL = os.environ.get("CNN_BENCH_FULL") == "1"
 FRAMEWORKS = ["torch", "tensorflow"]
 CASES = (
-    [("resnet20_cifar", 32), ("resnet56_cifar", 32), ("plain56_cifar", 32), ("resnet18", 64), ("resnet50", 64), ("vgg11", 64)]
+    [
+        ("resnet20_cifar", 32),
+        ("resnet56_cifar", 32),
+        ("plain56_cifar", 32),
+        ("resnet18", 64),
+        ("resnet50", 64),
+        ("vgg11", 64),
+    ]
     if FULL
     else [("resnet20_cifar", 32), ("resnet18", 64)]
 )
