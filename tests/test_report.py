@@ -87,7 +87,7 @@ def test_golden_tables_in_the_markdown_report(tmp_path):
     text = report.path.read_text()
     assert GOLDEN_THROUGHPUT in text
     assert GOLDEN_RATIO in text
-    assert "| resnet20_cifar | torch       | channels_last | 110          | 120          | 100 + 5.00/img" in text
+    assert "| resnet20_cifar | torch       | channels_last | 110         | 120         | 100 + 5.00/img " in text
     assert "nan" not in text.lower() and "None" not in text
     assert (
         "| tensorflow  | resnet20_cifar | train  | fp32        | 4       | OOM      | ResourceExhaustedError: OOM |"
