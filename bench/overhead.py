@@ -1,7 +1,7 @@
 """Harness overhead, measured as a benchmark (not a timed test): `python -m bench.overhead`.
 
 For each framework, in a worker process of its own, and each case (ResNet-20 CIFAR at 32 px and
-ResNet-18 at 64 px, batch 8, train and infer) it alternates, at least 7 times, the harness's timing
+ResNet-18 at 64 px, batch 8, train and infer) it alternates, 15 times, the harness's timing
 loop with a minimal hand-written loop over the same model, batch and framework, and prints the median
 ratio of their throughputs with its spread. It also times the harness's loop around a no-op step, the
 per-step cost of the harness itself, in microseconds. On a noisy machine only ratios measured in one
@@ -19,7 +19,8 @@ from pathlib import Path
 
 CASES = [("resnet20_cifar", 32), ("resnet18", 64)]
 BATCH = 8
-ALTERNATIONS = 7
+ALTERNATIONS = 15
+INPUTS = 4  # both loops rotate among the same number of pre-generated batches
 
 
 def _bare_torch(model_name: str, image_size: int, mode: str):
@@ -30,14 +31,18 @@ def _bare_torch(model_name: str, image_size: int, mode: str):
     from implementations import build
 
     model = build(model_name, "torch", image_size=image_size, layout="channels_last")
-    x = torch.randn(BATCH, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (BATCH,))
+    xs = [
+        torch.randn(BATCH, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+        for _ in range(INPUTS)
+    ]
+    ys = [torch.randint(0, 10, (BATCH,)) for _ in range(INPUTS)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train(mode == "train")
 
     def run(steps: int) -> float:
         start = time.perf_counter()
-        for _ in range(steps):
+        for i in range(steps):
+            x, y = xs[i % INPUTS], ys[i % INPUTS]
             if mode == "train":
                 optimizer.zero_grad(set_to_none=True)
                 F.cross_entropy(model(x), y).backward()
@@ -57,8 +62,8 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str):
     from implementations import build
 
     model = build(model_name, "tensorflow", image_size=image_size)
-    x = tf.random.normal((BATCH, image_size, image_size, 3), seed=1)
-    y = tf.random.uniform((BATCH,), 0, 10, dtype=tf.int32, seed=1)
+    xs = [tf.random.normal((BATCH, image_size, image_size, 3), seed=i) for i in range(INPUTS)]
+    ys = [tf.random.uniform((BATCH,), 0, 10, dtype=tf.int32, seed=i) for i in range(INPUTS)]
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -75,12 +80,37 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str):
 
     def run(steps: int) -> float:
         start = time.perf_counter()
-        for _ in range(steps):
+        for i in range(steps):
+            x, y = xs[i % INPUTS], ys[i % INPUTS]
             (train(x, y) if mode == "train" else infer(x)).numpy()
         return time.perf_counter() - start
 
     run(3)  # trace and warm up outside the timing
     return run
+
+
+def _harness_rate(prepared, settings) -> tuple[float, int]:
+    """The harness's throughput: its timing loop, median of its windows."""
+    from .stats import median
+    from .timing import measure
+
+    timing = measure(
+        prepared.step,
+        prepared.clock,
+        warmup_steps=settings.warmup_steps,
+        windows=settings.windows,
+        min_window_s=settings.min_window_s,
+        max_window_steps=settings.max_window_steps,
+    )
+    return median([timing.steps_per_window * BATCH / s for s in timing.window_seconds]), timing.steps_per_window
+
+
+def _bare_rate(bare, steps_per_window: int, settings) -> float:
+    """The bare loop's throughput over the same windows: same warm-up, same steps, same median."""
+    from .stats import median
+
+    bare(settings.warmup_steps)
+    return median([steps_per_window * BATCH / bare(steps_per_window) for _ in range(settings.windows)])
 
 
 def worker(framework: str) -> dict:
@@ -89,7 +119,7 @@ def worker(framework: str) -> dict:
     from .stats import iqr, median
     from .timing import HostClock, measure
 
-    settings = Settings(warmup_steps=3, windows=5, min_window_s=0.2)
+    settings = Settings(warmup_steps=3, windows=5, min_window_s=0.1)
     backend = get_backend(framework)
     env = backend.setup_process(settings)
     bare_factory = _bare_torch if framework == "torch" else _bare_tensorflow
@@ -100,14 +130,15 @@ def worker(framework: str) -> dict:
             prepared = backend.prepare(config, settings)
             bare = bare_factory(model_name, image_size, mode)
             ratios, harness_rates, bare_rates = [], [], []
-            for _ in range(ALTERNATIONS):
-                timing = measure(
-                    prepared.step, prepared.clock, warmup_steps=settings.warmup_steps, windows=settings.windows,
-                    min_window_s=settings.min_window_s, max_window_steps=settings.max_window_steps,
-                )  # fmt: skip
-                harness = median([timing.steps_per_window * BATCH / s for s in timing.window_seconds])
-                steps = timing.steps_per_window * settings.windows
-                bare_rate = steps * BATCH / bare(steps)
+            steps_per_window = None
+            for alternation in range(ALTERNATIONS):
+                # Alternate which goes first, so a drift within a pair favours neither.
+                if alternation % 2 == 0:
+                    harness, steps_per_window = _harness_rate(prepared, settings)
+                    bare_rate = _bare_rate(bare, steps_per_window, settings)
+                else:
+                    bare_rate = _bare_rate(bare, steps_per_window, settings)
+                    harness, steps_per_window = _harness_rate(prepared, settings)
                 harness_rates.append(harness)
                 bare_rates.append(bare_rate)
                 ratios.append(harness / bare_rate)

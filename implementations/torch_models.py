@@ -152,14 +152,11 @@ class OptionAShortcut(nn.Module):
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
 
 
-class CifarBlock(nn.Module):
+class CifarBlock(BasicBlock):
+    """A basic block whose shortcut is option A (or absent, for the plain twin) instead of a projection."""
+
     def __init__(self, c_in: int, width: int, stride: int, shortcut: bool):
-        super().__init__()
-        self.conv1 = _conv3x3(c_in, width, stride)
-        self.bn1 = _bn(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv3x3(width, width)
-        self.bn2 = _bn(width)
+        super().__init__(c_in, width, stride, downsample=None)
         self.shortcut = None
         if shortcut:
             self.shortcut = nn.Identity() if stride == 1 and c_in == width else OptionAShortcut(c_in, width)
