@@ -216,3 +216,32 @@ def test_config_round_trips_and_groups():
             )
         )
     assert Settings().windows >= 5
+
+
+def test_a_toml_profile_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(
+        'frameworks = ["torch", "tensorflow"]\nmodels = ["resnet20_cifar"]\nbatch_sizes = [1, 2]\n'
+        'modes = ["infer"]\nprecisions = ["fp32"]\nimage_size = 32\nmin_window_s = 0.0\nwarmup_steps = 0\n'
+    )
+    out = tmp_path / "run"
+    assert main(["run", "--profile", str(profile), "--device", "cpu", "--out", str(out)]) == 0
+    records = load_records(out / "results.jsonl")
+    assert sorted((r["framework"], r["batch_size"]) for r in records) == [
+        ("tensorflow", 1), ("tensorflow", 2), ("torch", 1), ("torch", 2),
+    ]  # fmt: skip
+    assert json.loads((out / "plan.json").read_text())["profile"] == "tiny"
+    assert "TensorFlow vs PyTorch" in (out / "report.md").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("batch_size = 4\n")
+    assert main(["run", "--profile", str(bad)]) == 2
+
+
+def test_without_a_gpu_the_default_profile_is_the_cpu_one(monkeypatch):
+    import bench.config
+
+    monkeypatch.setattr(bench.config, "detect_gpu", lambda: None)
+    assert bench.config.default_profile_name() == "cpu-default"
+    monkeypatch.setattr(bench.config, "detect_gpu", lambda: "NVIDIA H100 80GB HBM3")
+    assert bench.config.default_profile_name() == "gpu-full"

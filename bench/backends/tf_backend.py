@@ -71,7 +71,7 @@ class TensorFlowBackend:
                 for i in range(settings.inputs)
             ]
         params = count_params(model)
-        jit = config.compile == "on"
+        jit = True if config.compile == "on" else None  # None: TensorFlow's default execution, no XLA
         if config.mode == "train":
             optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
             if config.precision == "fp16":
