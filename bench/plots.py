@@ -72,6 +72,8 @@ def _throughput_vs_batch(records, path: Path, tag: str) -> Path:
                 color=COLORS.get(label.split()[0]),
             )
         ax.set_xscale("log", base=2)
+        batches = sorted({b for points in series.values() for b, _ in points})
+        ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("batch size", fontsize=8)
         ax.set_ylabel("img/s", fontsize=8)
