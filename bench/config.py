@@ -118,7 +118,7 @@ PROFILES: dict[str, dict] = {
     # 120M-parameter head still costs ~0.4 s per training step whatever the image size.
     "cpu-default": dict(
         frameworks=["torch", "tensorflow"],
-        models=["vgg11", "vgg13", "resnet18", "resnet34", "resnet20_cifar", "resnet56_cifar"],
+        models=["vgg11", "vgg13", "resnet18", "resnet34", "resnet20_cifar", "resnet32_cifar"],
         batch_sizes=[1, 2, 4],
         modes=["train", "infer"],
         precisions=["fp32"],
