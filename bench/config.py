@@ -125,7 +125,7 @@ PROFILES: dict[str, dict] = {
         image_size=32,
         warmup_steps=1,
         windows=5,
-        min_window_s=0.1,
+        min_window_s=0.05,
     ),
     # The full study on a GPU: every ImageNet depth at 224 px, batch 1 to 256, fp32 and bf16.
     "gpu-full": dict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +143,7 @@ class TorchBackend:
     def release(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if hasattr(torch, "_dynamo"):
+        if "torch._dynamo" in sys.modules:  # only after torch.compile: touching it imports it (seconds)
             torch._dynamo.reset()
 
     @staticmethod
