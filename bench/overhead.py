@@ -1,7 +1,7 @@
 """Harness overhead, measured as a benchmark (not a timed test): `python -m bench.overhead`.
 
 For each framework, in a worker process of its own, and each case (ResNet-20 CIFAR at 32 px and
-ResNet-18 at 64 px, batch 8, train and infer) it alternates, 15 times, the harness's timing
+ResNet-18 at 64 px, batch 8, train and infer) it alternates, 25 times, the harness's timing
 loop with a minimal hand-written loop over the same model, batch and framework, and prints the median
 ratio of their throughputs with its spread. It also times the harness's loop around a no-op step, the
 per-step cost of the harness itself, in microseconds. On a noisy machine only ratios measured in one
@@ -19,7 +19,7 @@ from pathlib import Path
 
 CASES = [("resnet20_cifar", 32), ("resnet18", 64)]
 BATCH = 8
-ALTERNATIONS = 15
+ALTERNATIONS = 25
 INPUTS = 4  # both loops rotate among the same number of pre-generated batches
 
 
