@@ -291,6 +291,15 @@ def check_output_dir(path: Path) -> None:
 
 def build_plan(options: dict, profile: str = "custom") -> Plan:
     """Validate merged options (profile values overridden by the command line) and expand the product."""
+    for key, valid in (
+        ("frameworks", ", ".join(FRAMEWORKS)),
+        ("models", "names or globs from `python -m bench models`"),
+        ("batch_sizes", "positive integers"),
+        ("modes", ", ".join(MODES)),
+        ("precisions", ", ".join(PRECISIONS)),
+    ):
+        if not list(options.get(key) or []):
+            raise UsageError(f"no {key.replace('_', ' ')} given; valid: {valid}")
     frameworks = parse_frameworks(options["frameworks"])
     models = expand_models(options["models"])
     batch_sizes = sorted({positive_int(b, "batch size") for b in options["batch_sizes"]})

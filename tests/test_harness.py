@@ -161,6 +161,8 @@ def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
         (["--profile", "huge"], "valid profiles"),
         (["--windows", "3"], "at least 5"),
         (["--out", "/proc/forbidden/run"], "not writable"),
+        (["--models", ""], "no models given"),
+        (["--batch-sizes", ","], "no batch sizes given"),
     ],
 )
 def test_bad_input_exits_2_naming_the_valid_choices(args, message, capsys, tmp_path):
