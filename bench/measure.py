@@ -12,7 +12,7 @@ from . import stats
 from .config import Config, Settings
 from .monitors import NvmlSampler, ProcessMemory, peak_flops
 from .records import make_record
-from .timing import measure
+from .timing import measure_prepared
 
 # Training costs about three forward passes (forward, and a backward of about twice the forward).
 TRAIN_FLOPS_FACTOR = 3
@@ -36,13 +36,9 @@ def run_config(backend, config: Config, settings: Settings, process_env: dict) -
     try:
         prepared = backend.prepare(config, settings)
         build_s = time.perf_counter() - started
-        timing = measure(
-            prepared.step,
-            prepared.clock,
-            warmup_steps=settings.warmup_steps,
-            windows=settings.windows,
-            min_window_s=settings.min_window_s,
-            max_window_steps=settings.max_window_steps,
+        timing = measure_prepared(
+            prepared,
+            settings,
             on_windows_start=sampler.start if sampler else None,
             on_windows_end=sampler.stop if sampler else None,
         )

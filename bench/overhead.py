@@ -92,16 +92,9 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str):
 def _harness_rate(prepared, settings) -> tuple[float, int]:
     """The harness's throughput: its timing loop, median of its windows."""
     from .stats import median
-    from .timing import measure
+    from .timing import measure_prepared
 
-    timing = measure(
-        prepared.step,
-        prepared.clock,
-        warmup_steps=settings.warmup_steps,
-        windows=settings.windows,
-        min_window_s=settings.min_window_s,
-        max_window_steps=settings.max_window_steps,
-    )
+    timing = measure_prepared(prepared, settings)
     return median([timing.steps_per_window * BATCH / s for s in timing.window_seconds]), timing.steps_per_window
 
 

@@ -94,3 +94,17 @@ def measure(
     if on_windows_end:
         on_windows_end()
     return timing
+
+
+def measure_prepared(prepared, settings, on_windows_start=None, on_windows_end=None) -> Timing:
+    """`measure` a backend's prepared step with a run's measurement settings."""
+    return measure(
+        prepared.step,
+        prepared.clock,
+        warmup_steps=settings.warmup_steps,
+        windows=settings.windows,
+        min_window_s=settings.min_window_s,
+        max_window_steps=settings.max_window_steps,
+        on_windows_start=on_windows_start,
+        on_windows_end=on_windows_end,
+    )
