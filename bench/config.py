@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from implementations import FRAMEWORKS, get_spec, list_models
@@ -367,7 +367,3 @@ def order_configs(configs: list[Config], interleave: bool) -> list[Config]:
         return (framework_rank[c.framework], *rest, c.batch_size)
 
     return sorted(configs, key=key)
-
-
-def with_batch(config: Config, batch_size: int) -> Config:
-    return replace(config, batch_size=batch_size)

@@ -78,16 +78,16 @@ def run_config(backend, config: Config, settings: Settings, process_env: dict) -
             else f"no peak FLOP/s on record for {device_name!r} at {config.precision}"
         )
 
+    measured["cpu_util_cores"] = timing.cpu_seconds / timing.wall_seconds if timing.wall_seconds else None
+    gpu_env = {}
     if sampler is not None:
-        images = sum(images_per_window)
-        measured.update(sampler.summary(images))
-        measured["cpu_util_cores"] = timing.cpu_seconds / timing.wall_seconds if timing.wall_seconds else None
+        measured.update(sampler.summary(sum(images_per_window)))
+        gpu_env = sampler.device_info()  # NVML's device name, driver version and memory size
     else:
-        measured["cpu_util_cores"] = timing.cpu_seconds / timing.wall_seconds if timing.wall_seconds else None
         reason = "no GPU: device is cpu" if config.device == "cpu" else "NVML not available"
         for name in ("gpu_util_pct_mean", "gpu_util_pct_max", "power_w", "energy_j_per_img", "nvml_memory_used_bytes"):
             unavailable[name] = reason
     measured["window_seconds"] = timing.window_seconds
     measured["step_seconds"] = timing.step_seconds
-    env = dict(process_env, device_name=device_name, layout=config.layout)
+    env = dict(process_env, **gpu_env, device_name=device_name, layout=config.layout)
     return make_record(config, "ok", unavailable=unavailable, env=env, **measured)

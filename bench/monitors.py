@@ -111,10 +111,9 @@ class NvmlSampler:
             self.energy_j = None
 
     def summary(self, images: int) -> dict:
-        util = self.util or [None]
         return {
             "gpu_util_pct_mean": sum(self.util) / len(self.util) if self.util else None,
-            "gpu_util_pct_max": max(util) if self.util else None,
+            "gpu_util_pct_max": max(self.util) if self.util else None,
             "power_w": sum(self.power_w) / len(self.power_w) if self.power_w else None,
             "energy_j_per_img": self.energy_j / images if self.energy_j is not None and images else None,
             "nvml_memory_used_bytes": max(self.memory_used) if self.memory_used else None,

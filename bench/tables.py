@@ -56,14 +56,6 @@ def cell(record: dict | None, field: str = "throughput_img_s", scale: float = 1.
     return sig3(value / scale if value is not None else None)
 
 
-def index(records: list[dict]) -> dict[tuple, dict]:
-    """(framework, model, batch, mode, precision, compile, layout) -> record (the last one wins)."""
-    table = {}
-    for r in records:
-        table[(r["framework"], r["model"], r["batch_size"], r["mode"], r["precision"], r["compile"], r["layout"])] = r
-    return table
-
-
 def sections(records: list[dict]) -> list[tuple[str, str, str]]:
     """The (mode, precision, compile) combinations present, in a stable order."""
     seen = {(r["mode"], r["precision"], r["compile"]) for r in records}
