@@ -13,11 +13,13 @@ import platform
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .config import Config
+from .config import Config, UsageError
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+RETRYABLE = ("error", "timeout")  # what --retry-errors measures again
 
 # Order of the fields in results.jsonl and summary.csv.
 MEASUREMENT_FIELDS = (
@@ -30,6 +32,7 @@ RECORD_FIELDS = (
     "framework", "model", "family", "depth", "batch_size", "mode", "precision", "compile", "layout",
     "image_size", "device", "status", "error", *MEASUREMENT_FIELDS,
 )  # fmt: skip
+_TEXT_FIELDS = {"memory_source"}
 
 
 def make_record(config: Config, status: str, error: str | None = None, **measured) -> dict:
@@ -52,12 +55,153 @@ def record_config(record: dict) -> Config:
     return Config.from_dict(record)
 
 
+# --- the one schema check for records (report, compare and resume all use it) ------------------------
+
+
+def record_problems(record) -> list[str]:
+    """What makes `record` unusable, as sentences; empty when it is a valid record."""
+    from implementations import FRAMEWORKS, list_models
+
+    from .config import COMPILE, LAYOUTS, MODES, PRECISIONS
+
+    if not isinstance(record, dict):
+        return [f"a record is a JSON object, got {type(record).__name__}"]
+    missing = [name for name in (*CONFIG_FIELDS, "status") if name not in record]
+    if missing:
+        return [f"missing field(s) {', '.join(missing)}"]
+    problems = []
+    choices = {
+        "framework": FRAMEWORKS,
+        "mode": MODES,
+        "precision": PRECISIONS,
+        "compile": COMPILE,
+        "layout": LAYOUTS,
+        "device": ("cpu", "cuda"),
+        "status": STATUSES,
+    }
+    for name, valid in choices.items():
+        if record[name] not in valid:
+            problems.append(f"{name} {record[name]!r} is not one of {', '.join(valid)}")
+    if record["model"] not in list_models():
+        problems.append(f"model {record['model']!r} is not a known model")
+    for name in ("batch_size", "image_size"):
+        value = record[name]
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            problems.append(f"{name} must be a positive integer, got {value!r}")
+    if record.get("error") is not None and not isinstance(record["error"], str):
+        problems.append(f"error must be text or null, got {type(record['error']).__name__}")
+    for name in MEASUREMENT_FIELDS:
+        value = record.get(name)
+        if value is None:
+            continue
+        if name in _TEXT_FIELDS:
+            if not isinstance(value, str):
+                problems.append(f"{name} must be text or null, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            problems.append(f"{name} must be a number or null, got {value!r}")
+    if record["status"] == "ok" and not problems:
+        rate = record.get("throughput_img_s")
+        if not (isinstance(rate, (int, float)) and 0 < rate < float("inf")):
+            problems.append(f"an ok record needs a positive throughput_img_s, got {rate!r}")
+    for name in ("env", "unavailable"):
+        if name in record and not isinstance(record[name], dict):
+            problems.append(f"{name} must be an object, got {type(record[name]).__name__}")
+    return problems
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(Config))
+
+
+@dataclass(frozen=True)
+class ResultsFile:
+    """What a results.jsonl holds: valid records with their line numbers, damaged lines, a torn tail."""
+
+    path: Path
+    records: tuple[dict, ...] = ()
+    lines: tuple[int, ...] = ()  # line number of each record
+    problems: tuple[str, ...] = ()  # "line N: why", one per unusable complete line
+    torn_tail: bytes = b""  # bytes after the last newline that do not make a record (a crash mid-write)
+    torn_line: int = 0
+
+    def check(self) -> None:
+        """Raise DamagedRunError naming every unusable line."""
+        if self.problems:
+            shown = "\n  ".join(self.problems[:20])
+            more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+            raise DamagedRunError(
+                f"{self.path} has {len(self.problems)} unusable line(s); nothing was written:\n  {shown}{more}"
+            )
+
+    def torn_warning(self) -> str | None:
+        if not self.torn_tail:
+            return None
+        return (
+            f"{self.path}: line {self.torn_line} is a torn record ({len(self.torn_tail)} bytes, no newline: "
+            "a crash during the write); it is not counted"
+        )
+
+
+class DamagedRunError(UsageError):
+    """A results file with lines that are not valid records: reported by line, exit status 2."""
+
+
+def read_results(path: Path) -> ResultsFile:
+    """Read and check every line of a results.jsonl; nothing is skipped silently."""
+    path = Path(path)
+    if not path.exists():
+        return ResultsFile(path)
+    body, _, tail = path.read_bytes().rpartition(b"\n")  # no newline at all: everything is the tail
+    records, lines, problems = [], [], []
+    for number, raw in enumerate(body.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        record, problem = _parse_line(raw)
+        if problem is None:
+            records.append(record)
+            lines.append(number)
+        else:
+            problems.append(f"line {number}: {problem}")
+    if tail.strip():
+        record, problem = _parse_line(tail)
+        if problem is None:  # a whole record that only lacks its newline
+            records.append(record)
+            lines.append(body.count(b"\n") + 2)
+            tail = b""
+    torn = tail if tail.strip() else b""
+    return ResultsFile(path, tuple(records), tuple(lines), tuple(problems), torn, body.count(b"\n") + 2 if torn else 0)
+
+
+def _parse_line(raw: bytes) -> tuple[dict | None, str | None]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, f"not UTF-8 (byte {error.start})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"not JSON ({error.msg} at column {error.colno})"
+    problems = record_problems(record)
+    if problems:
+        return None, "; ".join(problems)
+    return record, None
+
+
+def current_records(records) -> list[dict]:
+    """One record per configuration: a later attempt (--retry-errors) supersedes an earlier one."""
+    latest: dict[tuple, dict] = {}
+    for record in records:
+        latest.pop(record_config(record).key(), None)
+        latest[record_config(record).key()] = record
+    return list(latest.values())
+
+
 class RunStore:
-    """One run directory. Records are appended and flushed one at a time and never rewritten."""
+    """One run directory. Records are appended one complete line at a time and never rewritten."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.results = self.path / "results.jsonl"
+        self.torn = self.path / "results.jsonl.torn"
 
     @classmethod
     def create(cls, parent: Path, label: str) -> RunStore:
@@ -73,14 +217,32 @@ class RunStore:
                 continue
         raise RuntimeError(f"could not create a new run directory under {parent}")
 
-    def append(self, record: dict) -> None:
-        with self.results.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=False) + "\n")
+    def set_aside_torn_tail(self) -> str | None:
+        """Move a torn last line to results.jsonl.torn and cut it from results.jsonl; returns a warning."""
+        results = read_results(self.results)
+        if not results.torn_tail:
+            return None
+        with self.torn.open("ab") as handle:
+            handle.write(results.torn_tail + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+        size = self.results.stat().st_size
+        os.truncate(self.results, size - len(results.torn_tail))
+        return f"{results.torn_warning()}; moved to {self.torn.name}"
+
+    def append(self, record: dict) -> str | None:
+        """Write `record` as one line with one write call, then flush to disk; a torn tail left by an
+        earlier crash is first set aside, so the new line can never be glued onto it."""
+        warning = None
+        if not _ends_with_newline(self.results):
+            warning = self.set_aside_torn_tail()
+            if not _ends_with_newline(self.results):  # a whole record that only lacked its newline
+                _write_all(self.results, b"\n")
+        _write_all(self.results, (json.dumps(record) + "\n").encode("utf-8"))
+        return warning
 
     def records(self) -> list[dict]:
-        return load_records(self.results)
+        return list(read_results(self.results).records)
 
     def write_json(self, name: str, data) -> None:
         (self.path / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -89,19 +251,29 @@ class RunStore:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
 
 
+def _ends_with_newline(path: Path) -> bool:
+    """True for a missing or empty file too: there is nothing to glue onto."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def load_records(path: Path) -> list[dict]:
-    """Records of a results.jsonl; a torn last line (a crash mid-write) is ignored."""
-    records = []
-    if not Path(path).exists():
-        return records
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    """The valid records of a results.jsonl (tests and tools; report/compare/resume check the file first)."""
+    return list(read_results(path).records)
 
 
 def git_commit() -> str | None:
