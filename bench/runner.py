@@ -19,8 +19,8 @@ from pathlib import Path
 
 from implementations import is_installed
 
-from .config import Config, Plan, Settings
-from .records import RunStore, make_record, record_config
+from .config import Config, Plan, Settings, UsageError
+from .records import RETRYABLE, RunStore, current_records, make_record, read_results, record_config
 
 INSTALL_HINT = {"torch": "pip install 'cnn-bench[torch]'", "tensorflow": "pip install 'cnn-bench[tensorflow]'"}
 
@@ -31,6 +31,28 @@ class WorkerDied(RuntimeError):
 
 class WorkerTimeout(RuntimeError):
     pass
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP, raised where the runner is, so it stops as it does on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class RunWriteError(RuntimeError):
+    """The run directory stopped accepting records; the record that could not be written is printed."""
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: Linux kills it when the runner dies, however the runner dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the worker's own parent watch ends it
 
 
 class Worker:
@@ -49,6 +71,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self._buffer = b""
         self.env: dict = {}
@@ -112,11 +135,11 @@ class Worker:
 
 
 class Runner:
-    def __init__(self, plan: Plan, store: RunStore, host_env: dict, out=sys.stderr):
+    def __init__(self, plan: Plan, store: RunStore, host_env: dict, out=None):
         self.plan = plan
         self.store = store
         self.host_env = host_env
-        self.out = out
+        self.out = out if out is not None else sys.stderr
         self.workers: dict[str, Worker] = {}
 
     # --- workers ----------------------------------------------------------------------------------
@@ -127,7 +150,7 @@ class Runner:
             worker = Worker(framework, self.plan.settings, self.store.path / f"worker-{framework}.log")
             try:
                 worker.start(self.plan.settings.timeout_s)
-            except (WorkerDied, WorkerTimeout):
+            except BaseException:  # a crash, a timeout, Ctrl-C or SIGTERM during start-up
                 worker.close(kill=True)
                 raise
             self.workers[framework] = worker
@@ -138,10 +161,10 @@ class Runner:
         if worker:
             worker.close(kill=True)
 
-    def close_workers(self) -> None:
+    def close_workers(self, kill: bool = False) -> None:
         for framework in list(self.workers):
             worker = self.workers.pop(framework)
-            worker.close()
+            worker.close(kill=kill)
 
     # --- one configuration -----------------------------------------------------------------------
     def measure(self, config: Config, settings: Settings | None = None) -> dict:
@@ -168,9 +191,11 @@ class Runner:
         return record
 
     # --- the sweep --------------------------------------------------------------------------------
-    def run(self) -> list[dict]:
-        existing = self.store.records()
-        done = {record_config(r).key() for r in existing}
+    def run(self, retry_errors: bool = False) -> list[dict]:
+        """Measure what the run directory lacks (and, with retry_errors, what failed by error or timeout)."""
+        existing = self.check_existing()
+        retried = [r for r in existing if retry_errors and r["status"] in RETRYABLE]
+        done = {record_config(r).key() for r in existing} - {record_config(r).key() for r in retried}
         oom_at: dict[tuple, int] = {}
         for record in existing:
             if record["status"] == "oom":
@@ -182,22 +207,57 @@ class Runner:
             self._say(
                 f"{framework} is not installed ({INSTALL_HINT[framework]}): its configurations are recorded as skipped"
             )
-        if len(todo) < len(self.plan.configs):
-            self._say(f"resuming: {len(self.plan.configs) - len(todo)} of {len(self.plan.configs)} already recorded")
+        if existing:
+            self._say(
+                f"resuming: {len(done)} of {len(self.plan.configs)} configurations already recorded"
+                + (f"; {len(retried)} error/timeout record(s) measured again" if retried else "")
+            )
         started = time.monotonic()
         new_records = []
         try:
             for index, config in enumerate(todo):
                 record = self._next_record(config, missing, oom_at)
-                self.store.append(record)
+                self._append(record)
                 new_records.append(record)
                 if record["status"] == "oom":
                     group = config.group()
                     oom_at[group] = min(oom_at.get(group, config.batch_size), config.batch_size)
                 self._progress(index + 1, len(todo), started, record)
-        finally:
-            self.close_workers()
+        except BaseException:
+            self.close_workers(kill=True)  # a worker mid-measurement would not read an exit request
+            raise
+        self.close_workers()
         return new_records
+
+    def check_existing(self) -> list[dict]:
+        """The records already in the run, checked: a torn tail is set aside, damaged lines and
+        records of another plan stop the run with exit status 2 before anything is measured."""
+        warning = self.store.set_aside_torn_tail()
+        if warning:
+            self._say(f"warning: {warning}; its configuration will be measured again")
+        results = read_results(self.store.results)
+        results.check()
+        planned = {c.key() for c in self.plan.configs}
+        foreign = [n for n, r in zip(results.lines, results.records) if record_config(r).key() not in planned]
+        if foreign:
+            raise UsageError(
+                f"{self.store.results} holds records of configurations that are not in its plan.json "
+                f"(lines {', '.join(map(str, foreign[:10]))}{' ...' if len(foreign) > 10 else ''}): "
+                "they belong to another run"
+            )
+        return current_records(results.records)
+
+    def _append(self, record: dict) -> None:
+        try:
+            warning = self.store.append(record)
+        except OSError as error:
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            raise RunWriteError(
+                f"cannot write to {self.store.results}: {error.strerror or error}. The record above was measured "
+                f"but not saved; make the directory writable and continue with --resume {self.store.path}"
+            ) from None
+        if warning:
+            self._say(f"warning: {warning}")
 
     def _next_record(self, config: Config, missing: list[str], oom_at: dict) -> dict:
         if config.framework in missing:

@@ -8,12 +8,22 @@ pytest-benchmark suite): "setup", "step", "finish".
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A worker never outlives its runner: when the parent is gone, stop at once, even mid-step."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def main() -> int:
@@ -23,6 +33,7 @@ def main() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
 
     from .backends import get_backend
     from .config import Config, Settings
@@ -49,6 +60,9 @@ def main() -> int:
                 reply({"record": run_config(backend, Config.from_dict(request["config"]), chosen, process_env)})
             elif command == "setup":
                 config = Config.from_dict(request["config"])
+                if request.get("disable_gc"):  # --benchmark-disable-gc, applied where the steps run
+                    gc.collect()
+                    gc.disable()
                 memory = ProcessMemory()
                 memory.reset()
                 backend.reset_peak_memory(config)
@@ -71,6 +85,7 @@ def main() -> int:
                 wall = time.perf_counter() - wall_start
                 cores = (time.process_time() - cpu_start) / wall if wall else None
                 stepping = None
+                gc.enable()
                 backend.release()
                 reply({"peak_memory_bytes": peak, "memory_source": source, "cpu_util_cores": cores, "env": process_env})
             elif command == "exit":

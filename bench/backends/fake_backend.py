@@ -3,7 +3,8 @@
 Behaviour comes from the CNN_BENCH_FAKE environment variable (JSON), so tests can drive a real worker
 process: {"oom_at_batch": 8} raises an OOM from that batch up, {"error_model": "resnet32_cifar"} raises
 an error for that model, {"hang_batch": 4} sleeps forever at that batch, {"kill_batch": 4} SIGKILLs the
-worker at that batch, {"step_ms_per_image": 0.2} sets the simulated cost.
+worker at that batch, {"step_ms_per_image": 0.2} sets the simulated cost, {"start_delay_s": 30} makes
+the worker's start-up that slow.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FakeBackend:
         self.behaviour = json.loads(os.environ.get("CNN_BENCH_FAKE", "{}"))
 
     def setup_process(self, settings: Settings) -> dict:
+        time.sleep(self.behaviour.get("start_delay_s", 0))
         return {"framework_version": "fake", "intra_op_threads": settings.resolved_threads(), "backend": "fake"}
 
     def prepare(self, config: Config, settings: Settings) -> Prepared:
