@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 from .config import (
     DEVICES,
     LAYOUTS,
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_SIZE,
     MODES,
+    OPTIONS,
     PRECISIONS,
-    PROFILES,
+    PRESETS,
     TORCH_COMPILE_MODES,
     Plan,
     UsageError,
     build_plan,
     check_output_dir,
-    default_profile_name,
-    load_profile,
+    default_preset_name,
+    load_preset,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
@@ -30,10 +34,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -42,37 +42,30 @@ def make_parser() -> argparse.ArgumentParser:
     models.add_argument("--image-size", type=int, default=None, help="input side in px (default 224; CIFAR family 32)")
     models.add_argument("--json", action="store_true", help="print JSON records instead of a table")
 
-    run = commands.add_parser("run", help="measure a sweep (default: the profile for the detected hardware)")
-    run.add_argument("--profile", help=f"named sweep ({', '.join(PROFILES)}) or a .toml file (default: by hardware)")
-    run.add_argument("--frameworks", type=_csv, help="comma list: torch, tensorflow (default: both)")
-    run.add_argument("--models", type=_csv, help="comma list of names or globs such as 'resnet*', 'vgg1?_bn'")
-    run.add_argument("--batch-sizes", type=_csv, help="comma list of positive integers")
-    run.add_argument("--modes", type=_csv, help=f"comma list of {', '.join(MODES)} (default: both)")
-    run.add_argument(
-        "--precision", dest="precisions", type=_csv, help=f"comma list of {', '.join(PRECISIONS)} (default fp32)"
-    )
-    run.add_argument(
-        "--compile", type=_csv, help="off (PyTorch eager, TF tf.function), on (torch.compile, XLA); default off"
-    )
-    run.add_argument(
-        "--torch-compile-mode", choices=TORCH_COMPILE_MODES, help="mode for torch.compile (default 'default')"
-    )
-    run.add_argument("--image-size", help="input side in px (default: the profile's)")
+    run = commands.add_parser("run", help="measure a sweep (default: the preset for the detected hardware)")
+    run.add_argument("--preset", help=f"named sweep ({', '.join(PRESETS)}) or a .toml file (default: by hardware)")
+    run.add_argument("--profile", help=argparse.SUPPRESS)  # the old name of --preset, still accepted
+    run.add_argument("--frameworks", help="comma list: torch, tensorflow (default: both)")
+    run.add_argument("--models", help="comma list of names or globs such as 'resnet*', 'vgg1?_bn'")
+    run.add_argument("--batch-sizes", help=f"comma list of integers from 1 to {MAX_BATCH_SIZE}")
+    run.add_argument("--modes", help=f"comma list of {', '.join(MODES)} (default: both)")
+    run.add_argument("--precision", dest="precisions", help=f"comma list of {', '.join(PRECISIONS)} (default fp32)")
+    run.add_argument("--compile", help="off (PyTorch eager, TF tf.function), on (torch.compile, XLA); default off")
+    run.add_argument("--torch-compile-mode", help=f"{', '.join(TORCH_COMPILE_MODES)} (default 'default')")
+    run.add_argument("--image-size", help=f"input side in px, up to {MAX_IMAGE_SIZE} (default: the preset's)")
     run.add_argument(
         "--layout",
         dest="layouts",
-        type=_csv,
-        help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default channels_last, the faster one measured on CPU and GPU; TensorFlow is always NHWC)",
+        help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default channels_last; TensorFlow is always NHWC)",
     )
-    run.add_argument(
-        "--device", choices=DEVICES, help="auto (cuda if an NVIDIA GPU is found), cpu or cuda (default auto)"
-    )
-    run.add_argument("--threads", help="CPU threads for each framework (default 0: all cores)")
-    run.add_argument("--warmup-steps", help="untimed steps after the first (default: the profile's, 3 if none)")
-    run.add_argument("--windows", help="timed windows, at least 5 (default 5)")
-    run.add_argument("--min-window-s", help="minimum seconds per timed window (default: the profile's)")
+    run.add_argument("--device", help=f"{', '.join(DEVICES)} (auto: cuda if an NVIDIA GPU is found; default auto)")
+    run.add_argument("--threads", help="CPU threads for each framework, at most the cores (default 0: all cores)")
+    run.add_argument("--warmup-steps", help="untimed steps after the first, 0-10000 (default: the preset's, 3 if none)")
+    run.add_argument("--windows", help="timed windows, 5-1000 (default 5)")
+    run.add_argument("--min-window-s", help="minimum seconds per timed window, 0-3600 (default: the preset's)")
     run.add_argument("--max-window-steps", help="cap on steps per window (default 1000)")
-    run.add_argument("--timeout", dest="timeout_s", help="seconds allowed per configuration (default 600)")
+    run.add_argument("--timeout", dest="timeout_s", help="seconds allowed per configuration, 1-86400 (default 600)")
+    run.add_argument("--seed", help="seed of the synthetic inputs and the weights (default 0)")
     run.add_argument(
         "--no-tf32",
         dest="tf32",
@@ -81,11 +74,19 @@ def make_parser() -> argparse.ArgumentParser:
         help="disable TF32 in both frameworks (default: TF32 on in both)",
     )
     run.add_argument(
-        "--max-batch", action="store_true", help="also find the largest batch that fits per model/mode/precision"
+        "--max-batch",
+        action="store_true",
+        default=None,
+        help="also find the largest batch that fits per model/mode/precision",
     )
     run.add_argument("--max-batch-limit", help="largest batch tried by --max-batch (default 4096)")
     run.add_argument("--out", help="run directory (default: a new folder under results/runs/)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run: measure only what is missing")
+    run.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="with --resume: measure error and timeout records again (the old records stay in results.jsonl)",
+    )
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
 
     report = commands.add_parser("report", help="render report.md, summary.csv and plots from a run")
@@ -157,51 +158,63 @@ def cmd_models(args) -> int:
     return 0
 
 
+# `run` options that shape the plan: refused with --resume, which continues the plan in plan.json.
+PLAN_ARGUMENTS = (*OPTIONS, "preset", "profile", "out")
+
+
+def _given(args) -> dict:
+    """The plan options given on the command line (argparse leaves the others None)."""
+    return {name: getattr(args, name) for name in PLAN_ARGUMENTS if getattr(args, name, None) is not None}
+
+
 def _options_from_args(args) -> tuple[str, dict]:
-    profile_name = args.profile or default_profile_name()
-    profile_name, options = load_profile(profile_name)
+    if args.profile is not None:
+        if args.preset is not None:
+            raise UsageError("--profile is the old name of --preset: give one of them")
+        print("note: --profile is now --preset; --profile will be removed in a later release", file=sys.stderr)
+    preset_name, options = load_preset(args.preset or args.profile or default_preset_name())
     options = dict(options)
-    overrides = {
-        "frameworks": args.frameworks,
-        "models": args.models,
-        "batch_sizes": args.batch_sizes,
-        "modes": args.modes,
-        "precisions": args.precisions,
-        "compile": args.compile,
-        "layouts": args.layouts,
-        "image_size": args.image_size,
-        "device": args.device,
-        "threads": args.threads,
-        "warmup_steps": args.warmup_steps,
-        "windows": args.windows,
-        "min_window_s": args.min_window_s,
-        "max_window_steps": args.max_window_steps,
-        "timeout_s": args.timeout_s,
-        "tf32": args.tf32,
-        "torch_compile_mode": args.torch_compile_mode,
-        "max_batch_limit": args.max_batch_limit,
-    }
-    options.update({k: v for k, v in overrides.items() if v is not None})
-    options["max_batch"] = args.max_batch or options.get("max_batch", False)
-    for key in ("frameworks", "models", "batch_sizes", "modes", "precisions"):
+    for name, value in _given(args).items():
+        if name in OPTIONS:
+            options[name] = value if isinstance(value, bool) else OPTIONS[name].parse(value)
+    for key in ("frameworks", "models", "batch_sizes", "modes", "precisions", "image_size"):
         if key not in options:
-            raise UsageError(f"the profile {profile_name!r} does not set {key} and the command line gave none")
-    return profile_name, options
+            raise UsageError(f"the preset {preset_name!r} does not set {key} and the command line gave none")
+    return preset_name, options
+
+
+def _load_plan(store) -> Plan:
+    path = store.path / "plan.json"
+    if not path.exists():
+        raise UsageError(f"{store.path} is not a run directory (no plan.json)")
+    try:
+        return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+        raise UsageError(
+            f"{path} is not a valid plan ({type(error).__name__}: {error}); the run cannot be resumed"
+        ) from None
 
 
 def cmd_run(args) -> int:
     from .records import RunStore, host_env
     from .report import write_report
-    from .runner import Runner
+    from .runner import Interrupted, Runner, RunWriteError
 
     if args.resume:
+        refused = sorted(_given(args))
+        if refused:
+            flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+            raise UsageError(
+                f"--resume continues the run as planned in its plan.json; it cannot change {flags}. "
+                "Start a new run for another plan (--retry-errors and --no-report may be given with --resume)"
+            )
         store = RunStore(Path(args.resume))
-        if not (store.path / "plan.json").exists():
-            raise UsageError(f"{args.resume} is not a run directory (no plan.json)")
-        plan = Plan.from_dict(store.read_json("plan.json"))
+        plan = _load_plan(store)
     else:
-        profile_name, options = _options_from_args(args)
-        plan = build_plan(options, profile=profile_name)
+        if args.retry_errors:
+            raise UsageError("--retry-errors applies to --resume RUN_DIR only")
+        preset_name, options = _options_from_args(args)
+        plan = build_plan(options, preset=preset_name)
         if args.out:
             path = Path(args.out)
             check_output_dir(path)
@@ -209,29 +222,50 @@ def cmd_run(args) -> int:
             store = RunStore(path)
         else:
             check_output_dir(RESULTS_DIR)
-            store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{profile_name}")
+            store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{preset_name}")
         store.write_json("plan.json", plan.to_dict())
     env = host_env()
     if not (store.path / "env.json").exists():
         store.write_json("env.json", env)
     _print_plan(plan, store)
     runner = Runner(plan, store, env)
+    # SIGTERM and SIGHUP stop the run as Ctrl-C does; a signal already ignored (nohup) stays ignored.
+    previous = {
+        sig: signal.signal(sig, _raise_interrupted)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
-        runner.run()
+        runner.run(retry_errors=args.retry_errors)
         if plan.max_batch:
             runner.find_max_batches()
-    except KeyboardInterrupt:
-        runner.close_workers()
+    except (KeyboardInterrupt, Interrupted) as stop:
+        runner.close_workers(kill=True)
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         kept = len(store.records())
         print(
-            f"\ninterrupted: {kept} records kept in {store.path}; continue with --resume {store.path}", file=sys.stderr
+            f"\ninterrupted by {signal.Signals(signum).name}: {kept} records kept in {store.path}; "
+            f"continue with: python -m bench run --resume {store.path}",
+            file=sys.stderr,
         )
-        return 130
+        return 128 + signum
+    except RunWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not args.no_report:
         report = write_report(store.path)
         print(report.console_summary)
         print(f"report: {store.path / 'report.md'}")
     return 0
+
+
+def _raise_interrupted(signum, frame):
+    from .runner import Interrupted
+
+    raise Interrupted(signum)
 
 
 def _print_plan(plan: Plan, store) -> None:
@@ -241,7 +275,7 @@ def _print_plan(plan: Plan, store) -> None:
     frameworks = list(dict.fromkeys(c.framework for c in configs))
     lines = [
         f"run directory: {store.path}",
-        f"profile: {plan.profile}; {len(configs)} configurations on {configs[0].device if configs else '-'}",
+        f"preset: {plan.preset}; {len(configs)} configurations on {configs[0].device if configs else '-'}",
         f"models: {', '.join(dict.fromkeys(c.model for c in configs))}",
         f"batch sizes: {', '.join(str(b) for b in sorted({c.batch_size for c in configs}))}; "
         f"image size {configs[0].image_size} px; modes {', '.join(dict.fromkeys(c.mode for c in configs))}; "
@@ -263,25 +297,21 @@ def _print_plan(plan: Plan, store) -> None:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    source = Path(args.source)
-    if not source.exists():
-        raise UsageError(f"{args.source} does not exist")
-    report = write_report(source, Path(args.out) if args.out else None)
+    report = write_report(Path(args.source), Path(args.out) if args.out else None)
     print(report.console_summary)
     print(f"report: {report.path}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs, render_comparison
+    from .compare import compare_runs, gate_failures, render_comparison
     from .report import load_source
 
-    for source in (args.run_a, args.run_b):
-        if not Path(source).exists():
-            raise UsageError(f"{source} does not exist")
-    if args.fail_on_regression is not None and args.fail_on_regression < 0:
+    if args.fail_on_regression is not None and not 0 <= args.fail_on_regression < float("inf"):
         raise UsageError(f"--fail-on-regression must be a non-negative percentage, got {args.fail_on_regression}")
-    rows = compare_runs(load_source(Path(args.run_a))[0], load_source(Path(args.run_b))[0])
+    baseline = load_source(Path(args.run_a)).records
+    candidate = load_source(Path(args.run_b)).records
+    rows = compare_runs(baseline, candidate)
     text = render_comparison(rows, args.run_a, args.run_b)
     print(text)
     out = (
@@ -291,9 +321,9 @@ def cmd_compare(args) -> int:
     )
     out.write_text(text + "\n")
     if args.fail_on_regression is not None:
-        threshold = args.fail_on_regression / 100.0
-        failing = [r for r in rows if r.verdict == "regression" and -r.change > threshold]
-        if failing:
-            print(f"{len(failing)} regression(s) beyond {args.fail_on_regression:g}%", file=sys.stderr)
+        reasons = gate_failures(baseline, candidate, rows, args.fail_on_regression)
+        if reasons:
+            print("regression gate FAILED:\n- " + "\n- ".join(reasons), file=sys.stderr)
             return 1
+        print(f"regression gate passed: {len(rows)} configuration(s) compared", file=sys.stderr)
     return 0

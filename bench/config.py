@@ -1,12 +1,13 @@
-"""What to measure: frozen configurations, measurement settings, named profiles and validation.
+"""What to measure: frozen configurations, measurement settings, named presets and one option schema.
 
 Everything here is plain data and importable without torch or TensorFlow. Validation happens at the
-edge (CLI, profile files) and raises UsageError with what was received and what is valid.
+edge (CLI, preset files) and raises UsageError with what was received and what is valid.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -81,14 +82,14 @@ class Plan:
 
     configs: tuple[Config, ...]
     settings: Settings
-    profile: str = "custom"
+    preset: str = "custom"
     notes: tuple[str, ...] = field(default_factory=tuple)
     max_batch: bool = False
     max_batch_limit: int = 4096
 
     def to_dict(self) -> dict:
         return {
-            "profile": self.profile,
+            "preset": self.preset,
             "settings": asdict(self.settings),
             "notes": list(self.notes),
             "max_batch": self.max_batch,
@@ -101,18 +102,18 @@ class Plan:
         return cls(
             configs=tuple(Config.from_dict(c) for c in data["configs"]),
             settings=Settings(**data["settings"]),
-            profile=data.get("profile", "custom"),
+            preset=data.get("preset", data.get("profile", "custom")),  # runs made before the rename say profile
             notes=tuple(data.get("notes", ())),
             max_batch=data.get("max_batch", False),
             max_batch_limit=data.get("max_batch_limit", 4096),
         )
 
 
-# --- profiles ---------------------------------------------------------------------------------------
+# --- presets ----------------------------------------------------------------------------------------
 
 IMAGENET_MODELS = ("vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
-PROFILES: dict[str, dict] = {
+PRESETS: dict[str, dict] = {
     # Small enough for a 2-core CPU in under 5 minutes, still both frameworks, two depths per family,
     # train and infer, three batch sizes. 32 px keeps the convolutions affordable on a CPU; VGG's
     # 120M-parameter head still costs ~0.4 s per training step whatever the image size.
@@ -171,49 +172,168 @@ def detect_gpu() -> str | None:
     return None
 
 
-def default_profile_name() -> str:
+def default_preset_name() -> str:
     return "gpu-full" if detect_gpu() else "cpu-default"
 
 
-def load_profile(name_or_path: str) -> tuple[str, dict]:
-    """An embedded profile by name, or a TOML file whose keys are the `run` options (snake_case)."""
-    if name_or_path in PROFILES:
-        return name_or_path, dict(PROFILES[name_or_path])
+def load_preset(name_or_path: str) -> tuple[str, dict]:
+    """An embedded preset by name, or a TOML file whose keys are the `run` options (snake_case),
+    checked against the option schema (types, lists vs scalars, bounds) before anything runs."""
+    if name_or_path in PRESETS:
+        return name_or_path, dict(PRESETS[name_or_path])
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         import tomllib
 
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UsageError(f"profile file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise UsageError(f"profile file {str(path)!r} is not valid TOML: {error}") from None
-        unknown = set(data) - set(OPTION_NAMES)
+            raise UsageError(f"preset file {str(path)!r} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise UsageError(f"preset file {str(path)!r} is not valid TOML: {error}") from None
+        except OSError as error:
+            raise UsageError(f"preset file {str(path)!r} cannot be read: {error.strerror or error}") from None
+        unknown = set(data) - set(OPTIONS)
         if unknown:
             raise UsageError(
-                f"profile file {str(path)!r} has unknown keys {sorted(unknown)}; valid keys: {', '.join(OPTION_NAMES)}"
+                f"preset file {str(path)!r} has unknown keys {sorted(unknown)}; valid keys: {', '.join(OPTIONS)}"
             )
-        return path.stem, data
-    raise UsageError(f"unknown profile {name_or_path!r}; valid profiles: {', '.join(PROFILES)} or a .toml file")
+        where = f"in preset file {str(path)!r}"
+        return path.stem, {name: OPTIONS[name].check(value, where) for name, value in data.items()}
+    raise UsageError(f"unknown preset {name_or_path!r}; valid presets: {', '.join(PRESETS)} or a .toml file")
 
 
-OPTION_NAMES = (
-    "frameworks", "models", "batch_sizes", "modes", "precisions", "compile", "layouts", "image_size",
-    "device", "threads", "warmup_steps", "windows", "min_window_s", "max_window_steps", "timeout_s",
-    "tf32", "torch_compile_mode", "seed",
-)  # fmt: skip
+# --- the option schema: one check for preset files and the command line ------------------------------
+
+MAX_IMAGE_SIZE = 4096
+MAX_BATCH_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `run` option: its type (a scalar, or a list of `item`), its bounds and its valid choices."""
+
+    name: str
+    kind: type  # int, float, bool, str or list
+    item: type | None = None  # the type of a list's items
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def label(self) -> str:
+        return self.name.replace("_", " ")
+
+    def check(self, value, where: str):
+        """`value` as typed data (TOML) if it has the right type and range; UsageError otherwise."""
+        if self.kind is list:
+            if isinstance(value, str) or not isinstance(value, list):
+                raise UsageError(f"{self.name}{_at(where)} must be a list such as [{self._example()}], got {value!r}")
+            if not value:
+                raise UsageError(f"{self.name}{_at(where)} is empty; give at least one value")
+            return [self._scalar(item, self.item, where) for item in value]
+        return self._scalar(value, self.kind, where)
+
+    def parse(self, text: str, where: str = "on the command line"):
+        """A command-line string to typed data: comma lists (no empty items), strict numbers."""
+        if self.kind is list:
+            items = [part.strip() for part in str(text).split(",")]
+            if not any(items):
+                raise UsageError(f"no {self.label()} given{_at(where)}; valid: {self._valid()}")
+            if not all(items):
+                raise UsageError(f"{self.label()}{_at(where)} has an empty item in {text!r}")
+            return [self._scalar(self._from_text(item, self.item), self.item, where) for item in items]
+        return self._scalar(self._from_text(text, self.kind), self.kind, where)
+
+    def _from_text(self, text: str, kind: type):
+        if kind is int:
+            try:
+                return int(text, 10)
+            except ValueError:
+                raise UsageError(f"{self._what()} must be an integer, got {text!r}") from None
+        if kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise UsageError(f"{self._what()} must be a number, got {text!r}") from None
+        return text
+
+    def _scalar(self, value, kind: type, where: str):
+        what = self._what()
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{what}{_at(where)} must be an integer, got {value!r}")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{what}{_at(where)} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise UsageError(f"{what}{_at(where)} must be a finite number, got {value!r}")
+            value = float(value)
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise UsageError(f"{what}{_at(where)} must be true or false, got {value!r}")
+        elif not isinstance(value, str):
+            raise UsageError(f"{what}{_at(where)} must be text, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"unknown {what} {value!r}; valid {what}s: {', '.join(self.choices)}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise UsageError(f"{what}{_at(where)} must be between {self.low:g} and {self.high:g}, got {value!r}")
+        return value
+
+    def _what(self) -> str:
+        return SINGULAR.get(self.name, self.label())
+
+    def _valid(self) -> str:
+        return (
+            ", ".join(self.choices) if self.choices else f"{self.item.__name__ if self.item else self.kind.__name__}s"
+        )
+
+    def _example(self) -> str:
+        return ", ".join(repr(c) for c in self.choices[:2]) if self.choices else ("1, 8" if self.item is int else "'a'")
+
+
+def _at(where: str) -> str:
+    return f" {where}" if where else ""
+
+
+SINGULAR = {
+    "frameworks": "framework", "models": "model", "batch_sizes": "batch size", "modes": "mode",
+    "precisions": "precision", "compile": "compile setting", "layouts": "layout",
+}  # fmt: skip
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        Option("frameworks", list, str),
+        Option("models", list, str),
+        Option("batch_sizes", list, int, 1, MAX_BATCH_SIZE),
+        Option("modes", list, str, choices=MODES),
+        Option("precisions", list, str, choices=PRECISIONS),
+        Option("compile", list, str, choices=COMPILE),
+        Option("layouts", list, str, choices=LAYOUTS),
+        Option("image_size", int, low=1, high=MAX_IMAGE_SIZE),
+        Option("device", str, choices=DEVICES),
+        Option("threads", int, low=0, high=_cores()),
+        Option("warmup_steps", int, low=0, high=10_000),
+        Option("windows", int, low=5, high=1000),
+        Option("min_window_s", float, low=0, high=3600),
+        Option("max_window_steps", int, low=1, high=1_000_000),
+        Option("timeout_s", float, low=1, high=86_400),
+        Option("tf32", bool),
+        Option("torch_compile_mode", str, choices=TORCH_COMPILE_MODES),
+        Option("seed", int, low=0, high=2**32 - 1),
+        Option("max_batch", bool),
+        Option("max_batch_limit", int, low=1, high=MAX_BATCH_SIZE),
+    )
+}
+OPTION_NAMES = tuple(OPTIONS)
 
 
 # --- validation -------------------------------------------------------------------------------------
-
-
-def _choices(values, valid: tuple[str, ...], what: str) -> list[str]:
-    values = list(values)
-    for value in values:
-        if value not in valid:
-            raise UsageError(f"unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
-    return list(dict.fromkeys(values))
 
 
 def parse_frameworks(values) -> list[str]:
@@ -245,24 +365,32 @@ def expand_models(patterns) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def positive_int(value, what: str) -> int:
+def physical_memory_bytes() -> int | None:
     try:
-        number = int(str(value), 10)
-    except ValueError:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}")
-    return number
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
-def positive_float(value, what: str, allow_zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what} must be a number, got {value!r}") from None
-    if number != number or number < 0 or (number == 0 and not allow_zero):
-        raise UsageError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return number
+# The widest first stage of these families (VGG and ResNet: 64 channels) bounds the first activation.
+FIRST_STAGE_CHANNELS = 64
+
+
+def input_memory_bytes(image_size: int, batch_size: int, inputs: int) -> int:
+    """The stated bound on an image size: the pre-generated input batches plus one 64-channel float32
+    map at full resolution (the first activation's size or more) must fit in the machine's memory."""
+    return batch_size * (3 * inputs + FIRST_STAGE_CHANNELS) * image_size * image_size * 4
+
+
+def check_image_fits(image_size: int, batch_size: int, inputs: int) -> None:
+    memory = physical_memory_bytes()
+    needed = input_memory_bytes(image_size, batch_size, inputs)
+    if memory and needed > memory:
+        raise UsageError(
+            f"image size {image_size} px at batch {batch_size} needs at least {needed / 2**30:.1f} GiB for its inputs "
+            f"and first activation ({inputs} input batches + a 64-channel map, float32), more than this machine's "
+            f"{memory / 2**30:.1f} GiB; use a smaller --image-size or batch size"
+        )
 
 
 def resolve_device(device: str) -> str:
@@ -289,8 +417,22 @@ def check_output_dir(path: Path) -> None:
         path.rmdir()  # created only to prove it can be; the run creates it again
 
 
-def build_plan(options: dict, profile: str = "custom") -> Plan:
-    """Validate merged options (profile values overridden by the command line) and expand the product."""
+DEFAULTS = dict(
+    compile=["off"], layouts=["channels_last"], device="auto", threads=0, warmup_steps=3, windows=5,
+    min_window_s=0.5, max_window_steps=1000, timeout_s=600.0, tf32=True, torch_compile_mode="default", seed=0,
+    max_batch=False, max_batch_limit=4096,
+)  # fmt: skip
+
+
+def build_plan(options: dict, preset: str = "custom") -> Plan:
+    """Check typed options (a preset's values overridden by the command line) and expand the product.
+
+    Every value passes the option schema here, whatever its source, so a plan built from Python is held
+    to the same rules as one from a preset file or the command line.
+    """
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise UsageError(f"unknown options {sorted(unknown)}; valid: {', '.join(OPTIONS)}")
     for key, valid in (
         ("frameworks", ", ".join(FRAMEWORKS)),
         ("models", "names or globs from `python -m bench models`"),
@@ -298,39 +440,33 @@ def build_plan(options: dict, profile: str = "custom") -> Plan:
         ("modes", ", ".join(MODES)),
         ("precisions", ", ".join(PRECISIONS)),
     ):
-        if not list(options.get(key) or []):
+        if not options.get(key):
             raise UsageError(f"no {key.replace('_', ' ')} given; valid: {valid}")
-    frameworks = parse_frameworks(options["frameworks"])
-    models = expand_models(options["models"])
-    batch_sizes = sorted({positive_int(b, "batch size") for b in options["batch_sizes"]})
-    modes = _choices(options["modes"], MODES, "mode")
-    precisions = _choices(options["precisions"], PRECISIONS, "precision")
-    compile_values = _choices(options.get("compile", ["off"]), COMPILE, "compile setting")
-    layouts = _choices(options.get("layouts", ["channels_last"]), LAYOUTS, "layout")
-    image_size = positive_int(options["image_size"], "image size")
+    o = {name: OPTIONS[name].check(value, "") for name, value in {**DEFAULTS, **options}.items()}
+    frameworks = parse_frameworks(o["frameworks"])
+    models = expand_models(o["models"])
+    batch_sizes = sorted(set(o["batch_sizes"]))
+    modes, precisions = list(dict.fromkeys(o["modes"])), list(dict.fromkeys(o["precisions"]))
+    compile_values, layouts = list(dict.fromkeys(o["compile"])), list(dict.fromkeys(o["layouts"]))
+    image_size = o["image_size"]
     for name in models:
         try:
             check_image_size(get_spec(name), image_size)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    device = resolve_device(options.get("device", "auto"))
-    compile_mode = options.get("torch_compile_mode", "default")
-    if compile_mode not in TORCH_COMPILE_MODES:
-        raise UsageError(f"unknown torch compile mode {compile_mode!r}; valid: {', '.join(TORCH_COMPILE_MODES)}")
-    windows = positive_int(options.get("windows", 5), "windows")
-    if windows < 5:
-        raise UsageError(f"windows must be at least 5 (throughput is the median of the windows), got {windows}")
     settings = Settings(
-        warmup_steps=int(positive_float(options.get("warmup_steps", 3), "warmup steps", allow_zero=True)),
-        windows=windows,
-        min_window_s=positive_float(options.get("min_window_s", 0.5), "min window seconds", allow_zero=True),
-        max_window_steps=positive_int(options.get("max_window_steps", 1000), "max window steps"),
-        threads=int(positive_float(options.get("threads", 0), "threads", allow_zero=True)),
-        seed=int(options.get("seed", 0)),
-        tf32=bool(options.get("tf32", True)),
-        torch_compile_mode=compile_mode,
-        timeout_s=positive_float(options.get("timeout_s", 600), "timeout"),
+        warmup_steps=o["warmup_steps"],
+        windows=o["windows"],
+        min_window_s=o["min_window_s"],
+        max_window_steps=o["max_window_steps"],
+        threads=o["threads"],
+        seed=o["seed"],
+        tf32=o["tf32"],
+        torch_compile_mode=o["torch_compile_mode"],
+        timeout_s=o["timeout_s"],
     )
+    check_image_fits(image_size, max(batch_sizes), settings.inputs)
+    device = resolve_device(o["device"])
     notes = []
     configs = []
     for framework, precision, compiled, layout in itertools.product(frameworks, precisions, compile_values, layouts):
@@ -343,10 +479,10 @@ def build_plan(options: dict, profile: str = "custom") -> Plan:
     return Plan(
         tuple(configs),
         settings,
-        profile=profile,
+        preset=preset,
         notes=tuple(dict.fromkeys(notes)),
-        max_batch=bool(options.get("max_batch", False)),
-        max_batch_limit=positive_int(options.get("max_batch_limit", 4096), "max batch limit"),
+        max_batch=o["max_batch"],
+        max_batch_limit=o["max_batch_limit"],
     )
 
 
