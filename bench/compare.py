@@ -52,6 +52,48 @@ def compare_runs(baseline: list[dict], candidate: list[dict]) -> list[Change]:
     return rows
 
 
+def gate_failures(baseline: list[dict], candidate: list[dict], rows: list[Change], threshold_pct: float) -> list[str]:
+    """Why a regression gate must fail, as sentences; empty when it may pass. It fails closed: a
+    candidate that measured nothing, failed where the baseline ran, or lacks a configuration of the
+    baseline fails the gate, as a slowdown beyond `threshold_pct` (and beyond the spread) does."""
+    reasons = []
+    measured = {record_config(r).key(): r for r in candidate}
+    if not any(r["status"] == "ok" for r in candidate):
+        reasons.append(f"the candidate has no successful measurement ({len(candidate)} record(s))")
+    base_ok = [r for r in baseline if r["status"] == "ok"]
+    absent = [r for r in base_ok if record_config(r).key() not in measured]
+    if absent:
+        reasons.append(
+            f"{len(absent)} configuration(s) of the baseline are missing from the candidate: {_names(absent)}"
+        )
+    failed = [
+        measured[record_config(r).key()]
+        for r in base_ok
+        if record_config(r).key() in measured and measured[record_config(r).key()]["status"] != "ok"
+    ]
+    if failed:
+        reasons.append(
+            f"{len(failed)} configuration(s) failed in the candidate but ran in the baseline: "
+            + _names(failed, with_status=True)
+        )
+    slower = [c for c in rows if c.verdict == "regression" and -c.change > threshold_pct / 100.0]
+    if slower:
+        reasons.append(
+            f"{len(slower)} regression(s) beyond {threshold_pct:g}% and the spread: "
+            + "; ".join(f"{_config_name(c.config)} {c.change:+.1%}" for c in slower[:10])
+        )
+    return reasons
+
+
+def _config_name(c: Config) -> str:
+    return f"{c.framework} {c.model} {c.mode} b={c.batch_size} {c.precision} {c.layout} {c.image_size}px"
+
+
+def _names(records: list[dict], with_status: bool = False, limit: int = 10) -> str:
+    names = [_config_name(record_config(r)) + (f" ({r['status']})" if with_status else "") for r in records[:limit]]
+    return "; ".join(names) + (" ..." if len(records) > limit else "")
+
+
 def render_comparison(rows: list[Change], name_a: str, name_b: str) -> str:
     if not rows:
         return f"No configuration measured in both {name_a} and {name_b}."

@@ -28,16 +28,14 @@ def _label(r: dict) -> str:
 
 def write_plots(records: list[dict], out: Path) -> list[Path]:
     files = []
-    for mode, precision, compiled in tables.sections(records):
-        chosen = [r for r in tables.select(records, mode, precision, compiled) if r["status"] == "ok"]
+    for section in tables.sections(records):
+        chosen = [r for r in tables.select(records, section) if r["status"] == "ok"]
         if not chosen:
             continue
-        tag = f"{mode}_{precision}" + ("_compiled" if compiled == "on" else "")
+        tag = section.tag()
         files.append(_throughput_vs_batch(chosen, out / f"throughput_vs_batch_{tag}.png", tag))
         files.append(_depth(chosen, out / f"depth_{tag}.png", tag))
-        heatmap = _ratio_heatmap(
-            tables.select(records, mode, precision, compiled), out / f"ratio_heatmap_{tag}.png", tag
-        )
+        heatmap = _ratio_heatmap(tables.select(records, section), out / f"ratio_heatmap_{tag}.png", tag)
         if heatmap:
             files.append(heatmap)
         memory = _memory_vs_batch(chosen, out / f"memory_vs_batch_{tag}.png", tag)

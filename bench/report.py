@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import tables
-from .records import RECORD_FIELDS, load_records
+from .config import Config, Plan, UsageError
+from .records import RECORD_FIELDS, current_records, read_results, record_config, record_problems
 from .tables import MIB, sig3
 
 
@@ -21,43 +23,107 @@ class Report:
     console_summary: str
 
 
-def load_source(source: Path) -> tuple[list[dict], dict, Path]:
-    """Records, environment and default output directory of a run dir, a results.jsonl or a
-    pytest-benchmark JSON file (whose benchmarks carry their records in extra_info)."""
+@dataclass(frozen=True)
+class Source:
+    """A run's records after every check, with what the plan asked for and what is missing."""
+
+    records: list[dict]  # one per configuration (the latest attempt)
+    env: dict
+    out: Path
+    plan: Plan | None = None
+    missing: tuple[Config, ...] = ()  # planned configurations with no record
+    superseded: int = 0  # earlier attempts replaced by --retry-errors (still in results.jsonl)
+    warnings: tuple[str, ...] = ()
+
+
+def load_source(source: Path) -> Source:
+    """Records, environment, plan and default output directory of a run dir, a results.jsonl or a
+    pytest-benchmark JSON file (whose benchmarks carry their records in extra_info).
+
+    Everything is read and checked here, before anything is written: an unusable line, a record of
+    another plan or an unreadable plan.json raises UsageError (exit status 2) naming what is wrong."""
     source = Path(source)
-    if source.is_dir():
-        env_path = source / "env.json"
-        env = json.loads(env_path.read_text()) if env_path.exists() else {}
-        return load_records(source / "results.jsonl"), env, source
-    if source.suffix == ".jsonl":
-        env_path = source.parent / "env.json"
-        env = json.loads(env_path.read_text()) if env_path.exists() else {}
-        return load_records(source), env, source.parent
-    data = json.loads(source.read_text())
-    records = [b["extra_info"]["record"] for b in data.get("benchmarks", []) if "record" in b.get("extra_info", {})]
+    if not source.exists():
+        raise UsageError(f"{source} does not exist")
+    if source.is_dir() or source.suffix == ".jsonl":
+        folder = source if source.is_dir() else source.parent
+        results = read_results(folder / "results.jsonl" if source.is_dir() else source)
+        results.check()
+        plan = _read_json(folder / "plan.json")
+        plan = _plan(plan, folder / "plan.json") if plan is not None else None
+        current = current_records(results.records)
+        missing: tuple[Config, ...] = ()
+        if plan is not None:
+            planned = {c.key() for c in plan.configs}
+            foreign = [n for n, r in zip(results.lines, results.records) if record_config(r).key() not in planned]
+            if foreign:
+                raise UsageError(
+                    f"{results.path} holds records that are not in its plan.json (lines "
+                    f"{', '.join(map(str, foreign[:10]))}{' ...' if len(foreign) > 10 else ''}): they belong to another run"
+                )
+            recorded = {record_config(r).key() for r in current}
+            missing = tuple(c for c in plan.configs if c.key() not in recorded)
+        warnings = tuple(w for w in (results.torn_warning(),) if w)
+        env = _read_json(folder / "env.json") or {}
+        return Source(current, env, folder, plan, missing, len(results.records) - len(current), warnings)
+    data = _read_json(source)
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise UsageError(f"{source} is neither a run directory, a results.jsonl nor a pytest-benchmark JSON file")
+    records, problems = [], []
+    for index, benchmark in enumerate(data["benchmarks"]):
+        record = (benchmark.get("extra_info") or {}).get("record") if isinstance(benchmark, dict) else None
+        if record is None:
+            continue
+        trouble = record_problems(record)
+        if trouble:
+            problems.append(f"benchmark {index} ({benchmark.get('name')}): {'; '.join(trouble)}")
+        else:
+            records.append(record)
+    if problems:
+        raise UsageError(f"{source} has unusable records; nothing was written:\n  " + "\n  ".join(problems))
     machine = data.get("machine_info", {})
     env = {
         "host": machine.get("node"),
         "cpu_model": (machine.get("cpu") or {}).get("brand_raw"),
+        "cpu_cores": (machine.get("cpu") or {}).get("count"),
         "python": machine.get("python_version"),
         "git_commit": (data.get("commit_info") or {}).get("id"),
         "time": data.get("datetime"),
         "command_line": "pytest --benchmark-only",
     }
-    return records, env, source.parent / (source.stem + "-report")
+    return Source(current_records(records), env, source.parent / (source.stem + "-report"))
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON: {error}") from None
+
+
+def _plan(data, path: Path) -> Plan:
+    try:
+        return Plan.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UsageError(f"{path} is not a valid plan ({type(error).__name__}: {error})") from None
 
 
 def write_report(source: Path, out: Path | None = None) -> Report:
-    records, env, default_out = load_source(source)
-    out = Path(out) if out else default_out
+    loaded = load_source(source)
+    records, env = loaded.records, loaded.env
+    out = Path(out) if out else loaded.out
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(records, out / "summary.csv")
     plot_files = []
     if records:
         from .plots import write_plots
 
         plot_files = write_plots(records, out)
-    markdown, console = render_markdown(records, env, plot_files)
+    markdown, console = render_markdown(records, env, plot_files, loaded)
+    write_csv(records, out / "summary.csv")
     (out / "report.md").write_text(markdown, encoding="utf-8")
     return Report(out / "report.md", console)
 
@@ -86,12 +152,33 @@ def _md(headers, rows) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def environment_lines(records: list[dict], env: dict) -> list[str]:
+def engine_line(records: list[dict], plan: Plan | None) -> str:
+    """Which engines the run asked for, which have figures, and why the others have none."""
+    asked = (
+        list(dict.fromkeys(c.framework for c in plan.configs)) if plan else sorted({r["framework"] for r in records})
+    )
+    measured = [f for f in asked if any(r["framework"] == f and r["status"] == "ok" for r in records)]
+    reasons = []
+    for framework in asked:
+        if framework in measured:
+            continue
+        own = [r for r in records if r["framework"] == framework]
+        if any(r["status"] == "skipped" and "not installed" in (r.get("error") or "") for r in own):
+            reasons.append(f"{framework} (not installed on this machine)")
+        elif own:
+            reasons.append(f"{framework} (every configuration failed: see Failures)")
+        else:
+            reasons.append(f"{framework} (no records yet: see Missing)")
+    return f"- **Engines**: asked for {', '.join(asked) or '—'}; measured {', '.join(measured) or 'none'}" + (
+        f"; without figures: {', '.join(reasons)}" if reasons else ""
+    )
+
+
+def environment_lines(records: list[dict], env: dict, plan: Plan | None = None) -> list[str]:
     worker_envs = defaultdict(dict)
     for r in records:
         if r.get("env", {}).get("framework_version"):
             worker_envs[r["framework"]] = r["env"]
-    first = records[0] if records else {}
     devices = sorted({r["device"] for r in records})
     device_names = sorted({e.get("device_name") for e in worker_envs.values() if e.get("device_name")})
     lines = [
@@ -101,7 +188,7 @@ def environment_lines(records: list[dict], env: dict) -> list[str]:
             if device_names
             else f" — CPU: {env.get('cpu_model', '—')}, {env.get('cpu_cores', '—')} cores"
         ),
-        f"- **Image size**: {first.get('image_size', '—')} px; **batch sizes**: {', '.join(str(b) for b in sorted({r['batch_size'] for r in records}))}",
+        f"- **Image size**: {', '.join(str(v) for v in sorted({r['image_size'] for r in records})) or '—'} px; **batch sizes**: {', '.join(str(b) for b in sorted({r['batch_size'] for r in records}))}",
         f"- **Precision**: {', '.join(sorted({r['precision'] for r in records}))}; **compile**: {', '.join(sorted({r['compile'] for r in records}))} "
         "(off = PyTorch eager, TensorFlow tf.function; on = torch.compile, XLA)",
         f"- **Layout**: PyTorch {', '.join(sorted({r['layout'] for r in records if r['framework'] == 'torch'})) or '—'}; TensorFlow NHWC",
@@ -115,15 +202,7 @@ def environment_lines(records: list[dict], env: dict) -> list[str]:
             if e.get(key) not in (None, ""):
                 details.append(f"{key} {e[key]}")
         lines.append(f"- **{framework}**: " + ", ".join(str(d) for d in details))
-    frameworks = {r["framework"] for r in records}
-    for framework in ("torch", "tensorflow"):
-        skipped = [
-            r
-            for r in records
-            if r["framework"] == framework and r["status"] == "skipped" and "not installed" in (r.get("error") or "")
-        ]
-        if skipped or framework not in frameworks:
-            lines.append(f"- **{framework}**: not available on this machine; no {framework} figures in this run")
+    lines.append(engine_line(records, plan))
     lines.append(
         f"- **Run**: {env.get('time', '—')} on {env.get('host', '—')}, commit {env.get('git_commit', '—')}; "
         f"command `{env.get('command_line', '—')}`"
@@ -131,20 +210,23 @@ def environment_lines(records: list[dict], env: dict) -> list[str]:
     return lines
 
 
-def render_markdown(records: list[dict], env: dict, plot_files: list[Path]) -> tuple[str, str]:
-    out = ["# Benchmark report", "", *environment_lines(records, env), ""]
-    console = []
+def render_markdown(
+    records: list[dict], env: dict, plot_files: list[Path], loaded: Source | None = None
+) -> tuple[str, str]:
+    plan = loaded.plan if loaded else None
+    out = ["# Benchmark report", "", *environment_lines(records, env, plan), ""]
+    console = [engine_line(records, plan).removeprefix("- ").replace("**", ""), ""]
     if not records:
-        out.append("No records yet.")
+        out += ["No records yet.", ""] + _missing(loaded)
         return "\n".join(out) + "\n", "no records"
     out += [
         "Throughput is the median of the timed windows (img/s, higher is better); `OOM`, `error`, `timeout` and",
         "`skipped` mark configurations that did not run to the end (see Failures); `—` was not measured.",
         "",
     ]
-    for mode, precision, compiled in tables.sections(records):
-        chosen = tables.select(records, mode, precision, compiled)
-        title = f"{mode}, {precision}" + (", compiled" if compiled == "on" else "")
+    for section in tables.sections(records):
+        chosen = tables.select(records, section)
+        title = section.title()
         out += [f"## {title}", ""]
         for framework in ("torch", "tensorflow"):
             for layout in sorted({r["layout"] for r in chosen if r["framework"] == framework}):
@@ -163,7 +245,9 @@ def render_markdown(records: list[dict], env: dict, plot_files: list[Path]) -> t
             out += ["### TensorFlow vs PyTorch (throughput; PyTorch at its fastest layout)", "", table, ""]
             console += [f"{title} — TensorFlow vs PyTorch", table, ""]
         out += _latency(chosen) + _memory(chosen) + _utilization(chosen) + _first_step(chosen) + _depth_scaling(chosen)
-    out += _failures(records) + _flags(records)
+    out += _failures(records, loaded) + _missing(loaded) + _flags(records)
+    if loaded and loaded.missing:
+        console.append(f"MISSING: {len(loaded.missing)} planned configuration(s) have no record (see report.md)")
     if plot_files:
         out += ["## Plots", ""]
         out += [f"![{p.stem}]({p.name})" for p in plot_files]
@@ -323,11 +407,33 @@ def _depth_scaling(records) -> list[str]:
     return lines
 
 
-def _failures(records) -> list[str]:
+def _missing(loaded: Source | None) -> list[str]:
+    if loaded is None or loaded.plan is None:
+        return []
+    lines = ["## Missing", ""]
+    if not loaded.missing:
+        return lines + [f"None: every one of the {len(loaded.plan.configs)} planned configurations has a record.", ""]
+    rows = [[c.framework, c.model, c.mode, c.precision, c.batch_size, c.image_size, c.layout] for c in loaded.missing]
+    return lines + [
+        f"{len(loaded.missing)} of the {len(loaded.plan.configs)} planned configurations have no record "
+        "(the run was stopped before them): `python -m bench run --resume RUN_DIR` measures them.",
+        "",
+        _md(["framework", "model", "mode", "precision", "batch", "px", "layout"], rows),
+        "",
+    ]
+
+
+def _failures(records, loaded: Source | None = None) -> list[str]:
     failed = [r for r in records if r["status"] != "ok"]
     lines = ["## Failures", ""]
+    if loaded and loaded.superseded:
+        lines += [
+            f"{loaded.superseded} earlier attempt(s) were measured again with --retry-errors; the tables show the "
+            "latest attempt, and results.jsonl keeps every one.",
+            "",
+        ]
     if not failed:
-        return lines + ["None: every configuration ran to the end.", ""]
+        return lines + ["None: every recorded configuration ran to the end.", ""]
     rows = [
         [
             r["framework"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 from implementations import get_spec, list_models
 from implementations.specs import FAMILY_ORDER
@@ -56,15 +57,42 @@ def cell(record: dict | None, field: str = "throughput_img_s", scale: float = 1.
     return sig3(value / scale if value is not None else None)
 
 
-def sections(records: list[dict]) -> list[tuple[str, str, str]]:
-    """The (mode, precision, compile) combinations present, in a stable order."""
-    seen = {(r["mode"], r["precision"], r["compile"]) for r in records}
+@dataclass(frozen=True)
+class Section:
+    """One table's worth of records: never mixes modes, precisions, compile settings, sizes or devices."""
+
+    mode: str
+    precision: str
+    compile: str
+    image_size: int
+    device: str
+    distinct_sizes: bool = False  # the run has several image sizes or devices: say which in titles and files
+
+    def title(self) -> str:
+        text = f"{self.mode}, {self.precision}" + (", compiled" if self.compile == "on" else "")
+        return text + (f", {self.image_size} px, {self.device}" if self.distinct_sizes else "")
+
+    def tag(self) -> str:
+        text = f"{self.mode}_{self.precision}" + ("_compiled" if self.compile == "on" else "")
+        return text + (f"_{self.image_size}px_{self.device}" if self.distinct_sizes else "")
+
+    def holds(self, record: dict) -> bool:
+        return (record["mode"], record["precision"], record["compile"], record["image_size"], record["device"]) == (
+            self.mode, self.precision, self.compile, self.image_size, self.device,
+        )  # fmt: skip
+
+
+def sections(records: list[dict]) -> list[Section]:
+    """The sections present, in a stable order (train before infer)."""
+    seen = {(r["mode"], r["precision"], r["compile"], r["image_size"], r["device"]) for r in records}
+    distinct = len({(size, device) for *_, size, device in seen}) > 1
     mode_rank = {"train": 0, "infer": 1}
-    return sorted(seen, key=lambda s: (mode_rank.get(s[0], 9), s[1], s[2]))
+    ordered = sorted(seen, key=lambda s: (mode_rank.get(s[0], 9), *s[1:]))
+    return [Section(*key, distinct_sizes=distinct) for key in ordered]
 
 
-def select(records, mode, precision, compiled) -> list[dict]:
-    return [r for r in records if r["mode"] == mode and r["precision"] == precision and r["compile"] == compiled]
+def select(records, section: Section) -> list[dict]:
+    return [r for r in records if section.holds(r)]
 
 
 def throughput_pivot(
