@@ -1,8 +1,10 @@
 """pytest-benchmark suite generated from the model registry: framework x model x batch x mode.
 
-`pytest --benchmark-only` runs the default grid (a few minutes on a 2-core CPU);
+`pytest --benchmark-only` runs the default grid (a minute or two on a 2-core CPU);
 CNN_BENCH_FULL=1 selects the full grid. `--benchmark-json out.json` then `python -m bench report out.json`
 renders the same report as a harness run: each benchmark's extra_info carries a complete record.
+--benchmark-min-rounds, --benchmark-max-time, --benchmark-warmup(-iterations) and --benchmark-disable-gc
+apply to the worker's steps (conftest.plan_rounds); extra_info["applied"] says what was applied.
 """
 
 import os
@@ -14,7 +16,7 @@ from bench.config import Config
 from bench.records import make_record
 from implementations import get_spec, is_installed
 from implementations.specs import flops_per_image
-from tests.benchmarks.conftest import StepClock
+from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds
 
 FULL = os.environ.get("CNN_BENCH_FULL") == "1"
 FRAMEWORKS = ["torch", "tensorflow"]
@@ -32,7 +34,6 @@ CASES = (
 )
 BATCHES = [1, 8, 32] if FULL else [8]
 MODES = ["train", "infer"]
-ROUNDS, WARMUP_ROUNDS = (20, 5) if FULL else (10, 3)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -44,7 +45,7 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         pytest.skip(f"{framework} is not installed (pip install 'cnn-bench[{framework}]')")
     config = Config(framework, model, batch, mode, image_size=image_size)
     worker = workers(framework)
-    setup = worker.request({"cmd": "setup", "config": config.to_dict()}, 600)
+    setup = worker.request({"cmd": "setup", "config": config.to_dict(), "disable_gc": benchmark._disable_gc}, 600)
     assert "error" not in setup, setup.get("error")
     clock = StepClock()
     step_seconds = []
@@ -55,12 +56,33 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         clock.now += reply["seconds"]
         step_seconds.append(reply["seconds"])
 
+    for _ in range(SUITE_WARMUP_STEPS):
+        one_step()
     benchmark._timer = clock  # pytest-benchmark reads the worker-measured time, nothing else
     benchmark.group = f"{model} {mode} b={batch}"
-    benchmark.pedantic(one_step, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS, iterations=1)
+    plan = plan_rounds(
+        min(step_seconds), benchmark._min_rounds, benchmark._max_time, bool(benchmark._warmup), benchmark._warmup or 0
+    )
+    benchmark.pedantic(one_step, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds, iterations=1)
     finish = worker.request({"cmd": "finish"}, 600)
+    assert "error" not in finish, finish.get("error")
+    after_warmup = step_seconds[SUITE_WARMUP_STEPS:]
+    applied = {
+        "timer": "the worker's synchronised step clock",
+        "first_step": "timed apart in setup, not in the rounds",
+        "suite_warmup_steps": SUITE_WARMUP_STEPS,
+        "benchmark_warmup_rounds": plan.warmup_rounds,
+        "rounds": plan.rounds,
+        "iterations_per_round": 1,
+        "gc_disabled_in_worker": bool(benchmark._disable_gc),
+        "min_time": "not used: one step per round, never calibrated",
+    }
+    if benchmark.disabled:  # --benchmark-disable: one honest round (no warm-up rounds), no statistics
+        assert len(after_warmup) == 1 and after_warmup[0] > 0
+        benchmark.extra_info.update(disabled=True, applied={**applied, "rounds": 1, "benchmark_warmup_rounds": 0})
+        return
+    timed = after_warmup[plan.warmup_rounds :]
 
-    timed = step_seconds[WARMUP_ROUNDS:]
     flops = flops_per_image(get_spec(model), image_size)
     pairs = [timed[i] + timed[i + 1] for i in range(0, len(timed) - 1, 2)]  # windows of two steps
     summary = stats.throughput_summary(pairs, [2 * batch] * len(pairs))
@@ -85,5 +107,6 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         peak_memory_bytes=finish["peak_memory_bytes"],
         cpu_util_cores=finish["cpu_util_cores"],
         flops_per_img=flops,
+        applied=applied,
         record=record,
     )
