@@ -105,7 +105,11 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes(tmp_path):
     args = [sys.executable, "-m", "bench", "run", "--frameworks", "torch", "--models", "resnet20_cifar",
             "--batch-sizes", "1,2,4", "--modes", "infer", "--image-size", "32", "--device", "cpu", "--out", str(out),
             "--min-window-s", "0", "--warmup-steps", "0", "--no-report"]  # fmt: skip
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    from tests.test_reliability import as_from_a_terminal
+
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+    )
     import time
 
     deadline = time.time() + 60
@@ -153,13 +157,13 @@ def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
         (["--models", "resnet51"], "Did you mean 'resnet50'"),
         (["--models", "resnet21_cifar"], "6n+2"),
         (["--precision", "fp8"], "valid precisions: fp32, bf16, fp16"),
-        (["--batch-sizes", "0"], "batch size must be a positive integer, got '0'"),
-        (["--batch-sizes", "-4"], "batch size must be a positive integer"),
-        (["--batch-sizes", "eight"], "batch size must be a positive integer, got 'eight'"),
+        (["--batch-sizes", "0"], "batch size on the command line must be between 1 and 65536, got 0"),
+        (["--batch-sizes", "-4"], "must be between 1 and 65536, got -4"),
+        (["--batch-sizes", "eight"], "batch size must be an integer, got 'eight'"),
         (["--modes", "fit"], "valid modes: train, infer"),
         (["--image-size", "16", "--models", "vgg11"], "at least 32 px"),
-        (["--profile", "huge"], "valid profiles"),
-        (["--windows", "3"], "at least 5"),
+        (["--preset", "huge"], "valid presets: cpu-default, gpu-full, smoke"),
+        (["--windows", "3"], "windows on the command line must be between 5 and 1000, got 3"),
         (["--out", "/proc/forbidden/run"], "not writable"),
         (["--models", ""], "no models given"),
         (["--batch-sizes", ","], "no batch sizes given"),
@@ -167,14 +171,14 @@ def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
 )
 def test_bad_input_exits_2_naming_the_valid_choices(args, message, capsys, tmp_path):
     before = set(tmp_path.iterdir())
-    assert main(["run", "--profile", "smoke", *args]) == 2
+    assert main(["run", "--preset", "smoke", *args]) == 2
     assert message in capsys.readouterr().err
     assert set(tmp_path.iterdir()) == before
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
     (tmp_path / "results.jsonl").write_text("{}\n")
-    assert main(["run", "--profile", "smoke", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "results.jsonl").read_text() == "{}\n"
 
@@ -220,7 +224,7 @@ def test_config_round_trips_and_groups():
     assert Settings().windows >= 5
 
 
-def test_a_toml_profile_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
+def test_a_toml_preset_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
     monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
     profile = tmp_path / "tiny.toml"
     profile.write_text(
@@ -228,22 +232,22 @@ def test_a_toml_profile_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
         'modes = ["infer"]\nprecisions = ["fp32"]\nimage_size = 32\nmin_window_s = 0.0\nwarmup_steps = 0\n'
     )
     out = tmp_path / "run"
-    assert main(["run", "--profile", str(profile), "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["run", "--preset", str(profile), "--device", "cpu", "--out", str(out)]) == 0
     records = load_records(out / "results.jsonl")
     assert sorted((r["framework"], r["batch_size"]) for r in records) == [
         ("tensorflow", 1), ("tensorflow", 2), ("torch", 1), ("torch", 2),
     ]  # fmt: skip
-    assert json.loads((out / "plan.json").read_text())["profile"] == "tiny"
+    assert json.loads((out / "plan.json").read_text())["preset"] == "tiny"
     assert "TensorFlow vs PyTorch" in (out / "report.md").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text("batch_size = 4\n")
-    assert main(["run", "--profile", str(bad)]) == 2
+    assert main(["run", "--preset", str(bad)]) == 2
 
 
-def test_without_a_gpu_the_default_profile_is_the_cpu_one(monkeypatch):
+def test_without_a_gpu_the_default_preset_is_the_cpu_one(monkeypatch):
     import bench.config
 
     monkeypatch.setattr(bench.config, "detect_gpu", lambda: None)
-    assert bench.config.default_profile_name() == "cpu-default"
+    assert bench.config.default_preset_name() == "cpu-default"
     monkeypatch.setattr(bench.config, "detect_gpu", lambda: "NVIDIA H100 80GB HBM3")
-    assert bench.config.default_profile_name() == "gpu-full"
+    assert bench.config.default_preset_name() == "gpu-full"
