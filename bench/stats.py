@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -61,3 +62,77 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] 
     sxx = sum((x - mean_x) ** 2 for x in xs)
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
     return mean_y - slope * mean_x, slope
+
+
+# --- intervals and engine comparisons ----------------------------------------------------------------
+#
+# The interval for a median is distribution-free: with n samples sorted, [x(k), x(n+1-k)] covers the
+# true median with probability 1 - 2 * P(Binomial(n, 1/2) < k), whatever the distribution. k is the
+# largest rank that keeps that coverage at or above the level asked for (95%). No resampling, so the
+# same samples always give the same interval. Six samples are the fewest with a 95% interval.
+
+
+def median_rank(n: int, level: float = 0.95) -> int | None:
+    """The rank k of the interval [x(k), x(n+1-k)] for a median, or None if n is too small."""
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    ranks = [k for k in range(1, (n + 1) // 2 + 1) if coverage(k) >= level]
+    return max(ranks) if ranks else None
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free interval for the median of `values` (None below six samples at 95%)."""
+    rank = median_rank(len(values), level)
+    if rank is None:
+        return None
+    ordered = sorted(values)
+    return ordered[rank - 1], ordered[len(ordered) - rank]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """How one engine's throughput compares with the baseline engine's in one cell."""
+
+    ratio: float  # engine img/s over baseline img/s: above 1 is faster
+    low: float | None  # 95% interval; None when too few windows
+    high: float | None
+    pairs: int  # paired windows (0 when the engines ran one after the other)
+    method: str  # "paired" or "sequential"
+
+    @property
+    def decided(self) -> bool:
+        return self.low is not None and (self.low > 1.0 or self.high < 1.0)
+
+    def words(self) -> str:
+        """'1.23x faster [1.10-1.35]', 'same within noise [0.95-1.04]', or without an interval."""
+        interval = f" [{self.low:.2f}-{self.high:.2f}]" if self.low is not None else " [no interval]"
+        if not self.decided:
+            return ("same within noise" if self.low is not None else _speed(self.ratio)) + interval
+        return _speed(self.ratio) + interval
+
+
+def _speed(ratio: float) -> str:
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def paired_ratio(baseline_rates: Sequence[float], engine_rates: Sequence[float], level: float = 0.95) -> Ratio:
+    """Windows taken in alternation (pair i = window i of each engine): the median of the per-pair
+    ratios, with the distribution-free interval of that median. A drift of the machine moves both
+    windows of a pair alike, so it cancels in the pair's ratio."""
+    pairs = [e / b for b, e in zip(baseline_rates, engine_rates)]
+    if not pairs:
+        raise ValueError("no paired windows")
+    interval = median_interval(pairs, level)
+    return Ratio(median(pairs), *(interval or (None, None)), pairs=len(pairs), method="paired")
+
+
+def sequential_ratio(baseline_rates: Sequence[float], engine_rates: Sequence[float], level: float = 0.95) -> Ratio:
+    """Engines measured one after the other (a GPU): the ratio of medians, with the conservative
+    interval formed by the two medians' own intervals (lowest engine over highest baseline, and so on)."""
+    base, engine = median_interval(baseline_rates, level), median_interval(engine_rates, level)
+    ratio = median(engine_rates) / median(baseline_rates)
+    if base is None or engine is None:
+        return Ratio(ratio, None, None, pairs=0, method="sequential")
+    return Ratio(ratio, engine[0] / base[1], engine[1] / base[0], pairs=0, method="sequential")
