@@ -2,14 +2,18 @@
 
 Why it measures this way:
 - The first step (after the build) includes tracing, compilation and autotuning; it is timed alone
-  and reported as time to first step, never mixed into the windows. Warm-up steps follow, untimed.
-- Every step is followed by a clock mark taken *after* the device is synchronised: on a CPU and in
-  TensorFlow the mark syncs then reads perf_counter; on CUDA the backend records an event per step and
-  synchronises once per window, so the device queue never drains between steps.
-- Throughput is the median over at least five windows of a fixed step count (sized from the warm-up
-  to last `min_window_s`), with IQR, min, max and CV beside it, so a reader sees the spread. Per-step
-  times give latency percentiles.
-- CPU time of the process over the windows gives the cores used; monitors sample during the windows only.
+  and reported as time to first step, never mixed into the windows.
+- Warm-up runs until the step time stops improving (`warm_up`: blocks of steps, stopping when a
+  block's median is no more than 3% faster than the previous block's, capped in time), so first-touch
+  page faults, allocator growth and caches settle before the clock starts.
+- A window is: synchronise the device, read the clock, run its steps, synchronise once, read the clock.
+  The same in every engine, so none drains its queue between steps and none is timed differently.
+  On a CPU both frameworks execute synchronously (PyTorch always; TensorFlow's eager executor is
+  synchronous by default and records it in the environment), so a clock read after each step also
+  gives per-step times inside the windows, from which latency percentiles come. On a GPU, latency
+  comes from a separate short pass in which every step is synchronised, done the same way in each.
+- Throughput is the median over the windows with its spread; engines compared in one cell alternate
+  their windows, and their ratio is the median of per-pair ratios (see stats.paired_ratio).
 """
 
 from __future__ import annotations
@@ -17,94 +21,80 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+WARMUP_IMPROVEMENT = 0.03  # a block faster than the previous one by more than this is still warming up
+WARMUP_BLOCK_S = 0.2  # a warm-up block lasts about this long (at least one step)
 
 
-class HostClock:
-    """Marks by synchronising then reading perf_counter."""
-
-    def __init__(self, sync: Callable[[], None]):
-        self._sync = sync
-        self._marks: list[float] = []
-
-    def start(self) -> None:
-        self._sync()
-        self._marks = [time.perf_counter()]
-
-    def lap(self) -> None:
-        self._sync()
-        self._marks.append(time.perf_counter())
-
-    def stop(self) -> list[float]:
-        marks = self._marks
-        return [b - a for a, b in zip(marks, marks[1:])]
+@dataclass(frozen=True)
+class WarmUp:
+    steps: int
+    seconds: float
+    step_estimate_s: float  # median step time of the last block: sizes the windows
+    steady: bool  # False when the time cap ended it before the step time settled
 
 
-@dataclass
-class Timing:
-    first_step_s: float
-    warmup_s: float
-    steps_per_window: int
-    window_seconds: list[float] = field(default_factory=list)
-    step_seconds: list[float] = field(default_factory=list)
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-
-def measure(
-    step: Callable[[], None],
-    clock,
-    *,
-    warmup_steps: int,
-    windows: int,
-    min_window_s: float,
-    max_window_steps: int,
-    on_windows_start: Callable[[], None] | None = None,
-    on_windows_end: Callable[[], None] | None = None,
-) -> Timing:
-    """Run `step` through first step, warm-up and timed windows; `clock` marks synchronised instants."""
-    clock.start()
+def timed_step(step: Callable[[], object], sync: Callable[[], None]) -> float:
+    """One synchronised step: seconds from a synchronised start to a synchronised end."""
+    sync()
+    start = time.perf_counter()
     step()
-    clock.lap()
-    first_step_s = clock.stop()[0]
+    sync()
+    return time.perf_counter() - start
 
-    clock.start()
-    for _ in range(warmup_steps):
+
+def warm_up(
+    step: Callable[[], object], sync: Callable[[], None], *, min_steps: int, cap_s: float, max_steps: int = 10_000
+) -> WarmUp:
+    """Untimed-for-results steps until steady: at least `min_steps` and two blocks; stop when a block's
+    median step is no more than WARMUP_IMPROVEMENT faster than the previous block's, or at `cap_s`."""
+    started = time.perf_counter()
+    first = timed_step(step, sync)
+    block = max(1, min(50, math.ceil(WARMUP_BLOCK_S / max(first, 1e-9))))
+    times = [first]
+    middle, previous = first, None
+    steady = False
+    while len(times) < max_steps:
+        current = sorted(timed_step(step, sync) for _ in range(block))
+        times += current
+        middle = current[len(current) // 2]
+        if previous is not None and len(times) >= min_steps and middle >= previous * (1 - WARMUP_IMPROVEMENT):
+            steady = True
+            break
+        previous = middle if previous is None else min(previous, middle)
+        if time.perf_counter() - started >= cap_s and len(times) >= min_steps:
+            break
+    return WarmUp(len(times), time.perf_counter() - started, middle, steady)
+
+
+def steps_per_window(step_s: float, min_window_s: float, max_window_steps: int) -> int:
+    return max(1, min(max_window_steps, math.ceil(min_window_s / max(step_s, 1e-9))))
+
+
+@dataclass(frozen=True)
+class Window:
+    seconds: float  # synchronised start to synchronised end
+    step_seconds: tuple[float, ...]  # per step (empty when per-step marks are not valid: a GPU)
+
+
+def window(step: Callable[[], object], sync: Callable[[], None], steps: int, per_step_marks: bool) -> Window:
+    """`steps` steps between two synchronisations; per-step clock reads only where execution is synchronous."""
+    sync()
+    start = time.perf_counter()
+    marks = [start]
+    for _ in range(steps):
         step()
-        clock.lap()
-    warmup = clock.stop()
-    # Size windows from the last warm-up steps (or the first step when there is no warm-up).
-    estimate = min(warmup[-3:]) if warmup else first_step_s
-    steps_per_window = max(1, min(max_window_steps, math.ceil(min_window_s / max(estimate, 1e-9))))
-
-    timing = Timing(first_step_s=first_step_s, warmup_s=sum(warmup), steps_per_window=steps_per_window)
-    if on_windows_start:
-        on_windows_start()
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    for _ in range(windows):
-        clock.start()
-        for _ in range(steps_per_window):
-            step()
-            clock.lap()
-        laps = clock.stop()
-        timing.step_seconds += laps
-        timing.window_seconds.append(sum(laps))
-    timing.cpu_seconds = time.process_time() - cpu_start
-    timing.wall_seconds = time.perf_counter() - wall_start
-    if on_windows_end:
-        on_windows_end()
-    return timing
+        if per_step_marks:
+            marks.append(time.perf_counter())
+    sync()
+    end = time.perf_counter()
+    if not per_step_marks:
+        return Window(end - start, ())
+    marks[-1] = end  # the last step ends at the synchronisation
+    return Window(end - start, tuple(b - a for a, b in zip(marks, marks[1:])))
 
 
-def measure_prepared(prepared, settings, on_windows_start=None, on_windows_end=None) -> Timing:
-    """`measure` a backend's prepared step with a run's measurement settings."""
-    return measure(
-        prepared.step,
-        prepared.clock,
-        warmup_steps=settings.warmup_steps,
-        windows=settings.windows,
-        min_window_s=settings.min_window_s,
-        max_window_steps=settings.max_window_steps,
-        on_windows_start=on_windows_start,
-        on_windows_end=on_windows_end,
-    )
+def latency_pass(step: Callable[[], object], sync: Callable[[], None], steps: int) -> list[float]:
+    """Every step synchronised before and after: per-step latency on a device with a queue."""
+    return [timed_step(step, sync) for _ in range(steps)]

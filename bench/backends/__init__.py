@@ -11,13 +11,29 @@ from typing import Any
 
 @dataclass
 class Prepared:
-    """A built model with its synthetic inputs and a ready step."""
+    """A built model with its inputs and a ready step. `step()` returns the step's output (the loss when
+    training, the logits when inferring) without waiting for it; `sync()` waits for the device."""
 
-    step: Callable[[], None]
-    clock: Any  # start() / lap() / stop() -> per-step seconds
+    step: Callable[[], Any]
+    sync: Callable[[], None]
     params: int
     device_name: str | None
-    handle: Any = None  # whatever the backend must keep alive
+    model: Any = None
+    layout: str = "channels_last"  # the memory format the step runs in now
+    set_layout: Callable[[str], None] | None = None  # PyTorch only: switch memory format in place
+    handle: Any = None  # whatever else the backend must keep alive
+
+
+@dataclass(frozen=True)
+class StepHook:
+    """For tests: run a backend's own prepared step (the code the harness times) in a chosen dtype on
+    given inputs, with a freshly built model and no cache. Inputs and labels are NumPy arrays, images
+    NCHW (the TensorFlow backend transposes them); the step rotates through them in order."""
+
+    dtype: str = "float64"
+    inputs: tuple = ()
+    labels: tuple = ()
+    dropout: float = 0.0
 
 
 def get_backend(framework: str):
