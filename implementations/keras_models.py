@@ -230,7 +230,11 @@ def _cifar(spec: CifarResNetSpec, inputs, num_classes: int):
 def build_keras(spec: ModelSpec, num_classes: int, dropout: float, image_size: int) -> keras.Model:
     # Keras walks the functional graph recursively: ResNet-1202's ~4,000 layers need a deeper stack.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="images")
+    # A functional model casts its inputs to its Input's dtype, float32 unless told: under a float64 policy
+    # that rounded float64 images to float32 before the first layer.
+    policy = keras.config.dtype_policy()
+    input_dtype = "float64" if policy.variable_dtype == "float64" else "float32"
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="images", dtype=input_dtype)
     if isinstance(spec, VGGSpec):
         outputs = _vgg(spec, inputs, num_classes, dropout)
     elif isinstance(spec, ResNetSpec):

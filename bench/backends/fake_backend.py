@@ -4,7 +4,8 @@ Behaviour comes from the CNN_BENCH_FAKE environment variable (JSON), so tests ca
 process: {"oom_at_batch": 8} raises an OOM from that batch up, {"error_model": "resnet32_cifar"} raises
 an error for that model, {"hang_batch": 4} sleeps forever at that batch, {"kill_batch": 4} SIGKILLs the
 worker at that batch, {"step_ms_per_image": 0.2} sets the simulated cost, {"start_delay_s": 30} makes
-the worker's start-up that slow.
+the worker's start-up that slow, {"layout_cost": {"channels_last": 2.0}} makes a PyTorch layout that many
+times slower, {"framework_cost": {"tensorflow": 1.5}} does the same for a framework.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from implementations import get_spec
 from implementations.specs import flops_per_image
 
 from ..config import Config, Settings
-from ..timing import HostClock
-from . import Prepared
+from . import Prepared, StepHook
 
 
 class FakeOutOfMemory(RuntimeError):
@@ -35,7 +35,7 @@ class FakeBackend:
         time.sleep(self.behaviour.get("start_delay_s", 0))
         return {"framework_version": "fake", "intra_op_threads": settings.resolved_threads(), "backend": "fake"}
 
-    def prepare(self, config: Config, settings: Settings) -> Prepared:
+    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
         b = self.behaviour
         if b.get("oom_at_batch") is not None and config.batch_size >= b["oom_at_batch"]:
             raise FakeOutOfMemory(f"fake out of memory at batch {config.batch_size}")
@@ -45,14 +45,30 @@ class FakeBackend:
             time.sleep(3600)
         if b.get("kill_batch") == config.batch_size and b.get("kill_framework", config.framework) == config.framework:
             os.kill(os.getpid(), signal.SIGKILL)
-        seconds = b.get("step_ms_per_image", 0.2) * config.batch_size / 1e3
+        base = b.get("step_ms_per_image", 0.2) * config.batch_size / 1e3
+        base *= b.get("framework_cost", {}).get(config.framework, 1.0)
+        layout_cost = b.get("layout_cost", {}) if config.framework == "torch" else {}
 
         def step() -> None:
-            time.sleep(seconds)
+            time.sleep(base * layout_cost.get(prepared.layout, 1.0))
 
         spec = get_spec(config.model)
         params = int(flops_per_image(spec, config.image_size) // 1000)  # any positive, deterministic number
-        return Prepared(step=step, clock=HostClock(lambda: None), params=params, device_name=None)
+        layout = "channels_first" if config.layout == "auto" else config.layout
+        prepared = Prepared(step=step, sync=lambda: None, params=params, device_name=None, layout=layout)
+        if config.framework == "torch":
+
+            def set_layout(name: str) -> None:
+                prepared.layout = name
+
+            prepared.set_layout = set_layout
+        return prepared
+
+    def warm_framework(self) -> None:
+        pass
+
+    def drop_other(self, config: Config, settings: Settings) -> None:
+        pass
 
     def reset_peak_memory(self, config: Config) -> None:
         pass
