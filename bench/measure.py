@@ -1,21 +1,26 @@
-"""Measure one configuration with a backend and turn the timings into a record (runs in a worker)."""
+"""The worker side of a measurement: one configuration held from `prepare` through its windows to `finish`.
+
+The runner asks each engine's worker to prepare the same cell, then for one window at a time, in
+alternation, then for the records; see runner.py. Everything here runs inside a worker process.
+"""
 
 from __future__ import annotations
 
 import gc
 import time
+from dataclasses import dataclass, field
 
-from implementations import get_spec
-from implementations.specs import flops_per_image
-
-from . import stats
+from . import stats, timing
 from .config import Config, Settings
 from .monitors import NvmlSampler, ProcessMemory, peak_flops
 from .records import make_record
-from .timing import measure_prepared
 
-# Training costs about three forward passes (forward, and a backward of about twice the forward).
-TRAIN_FLOPS_FACTOR = 3
+LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
+LAYOUT_TRIAL_ROUNDS = 3
+LAYOUT_MARGIN = 0.05  # a layout is chosen as faster only beyond this and in every trial round
+LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
+BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
+MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
 
 
 def _nvml_sampler() -> NvmlSampler | None:
@@ -25,69 +30,190 @@ def _nvml_sampler() -> NvmlSampler | None:
         return None
 
 
-def run_config(backend, config: Config, settings: Settings, process_env: dict) -> dict:
-    """Build, warm up and time one configuration; failures become records with their status."""
-    gc.collect()
-    process_memory = ProcessMemory()
-    process_memory.reset()
-    backend.reset_peak_memory(config)
-    sampler = _nvml_sampler() if config.device == "cuda" else None
-    started = time.perf_counter()
-    try:
-        prepared = backend.prepare(config, settings)
+def warmup_cap_s(settings: Settings) -> float:
+    """Warm-up stops at this many seconds even if the step time still improves (recorded as not steady)."""
+    return max(2.0, 5 * settings.min_window_s)
+
+
+def weights_bound_bytes(params: int, mode: str) -> int:
+    """The least memory a configuration can take: its weights, and for training with momentum, their
+    gradients and momentum buffers too. A measured peak below this is a measurement error."""
+    return params * BYTES_PER_PARAMETER * (MOMENTUM_TRAINING_COPIES if mode == "train" else 1)
+
+
+@dataclass
+class Session:
+    """One configuration in a worker: prepare once, then windows on request, then a record."""
+
+    backend: object
+    config: Config
+    settings: Settings
+    process_env: dict
+    memory: ProcessMemory
+    measured: dict = field(default_factory=dict)
+    windows: list = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    def prepare(self) -> dict:
+        config, settings, backend = self.config, self.settings, self.backend
+        gc.collect()
+        backend.drop_other(config, settings)
+        self.memory.reset_peak()
+        backend.reset_peak_memory(config)
+        started = time.perf_counter()
+        self.prepared = backend.prepare(config, settings)
         build_s = time.perf_counter() - started
-        timing = measure_prepared(
-            prepared,
-            settings,
-            on_windows_start=sampler.start if sampler else None,
-            on_windows_end=sampler.stop if sampler else None,
+        first_step_s = timing.timed_step(self.prepared.step, self.prepared.sync)
+        warm = timing.warm_up(
+            self.prepared.step, self.prepared.sync, min_steps=settings.warmup_steps, cap_s=warmup_cap_s(settings)
         )
-    except Exception as error:  # a failed configuration is a result, not a crash
-        status = "oom" if backend.is_oom(error) else "error"
+        step_s = warm.step_estimate_s
+        if config.layout == "auto" and self.prepared.set_layout is not None:
+            trial = self._layout_trial(step_s)
+            self.measured["layout_trial"] = trial
+            step_s = trial["step_estimate_s"]
+        self.measured.update(
+            layout_chosen=self.prepared.layout,
+            first_step_s=build_s + first_step_s,
+            build_s=build_s,
+            warmup_steps_run=warm.steps,
+            warmup_s=warm.seconds,
+            warmup_steady=warm.steady,
+            params=self.prepared.params,
+        )
+        self.measured["peak_memory_first_step_bytes"] = self._peak()
+        self.memory.reset_peak()
+        backend.reset_peak_memory(config)
+        self.steps_per_window = timing.steps_per_window(step_s, settings.min_window_s, settings.max_window_steps)
+        self.sampler = _nvml_sampler() if config.device == "cuda" else None
+        if self.sampler:
+            self.sampler.start()
+        return {"steps_per_window": self.steps_per_window, "layout": self.prepared.layout}
+
+    def _layout_trial(self, first_layout_step_s: float) -> dict:
+        """PyTorch's two memory formats, each warmed up, then timed in alternating windows. The faster is
+        chosen when it wins every round by more than LAYOUT_MARGIN; otherwise the default format
+        (channels_first, PyTorch's own), so a difference inside the noise cannot flip between reruns."""
+        prepared, settings, batch = self.prepared, self.settings, self.config.batch_size
+        first, second = LAYOUTS_TRIED
+        prepared.set_layout(second)
+        timing.timed_step(prepared.step, prepared.sync)  # the first step in this format
+        warm = timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings))
+        steps = timing.steps_per_window(
+            min(first_layout_step_s, warm.step_estimate_s), settings.min_window_s / 2, settings.max_window_steps
+        )
+        rates: dict[str, list[float]] = {first: [], second: []}
+        for round_index in range(LAYOUT_TRIAL_ROUNDS):
+            for layout in (second, first) if round_index % 2 == 0 else (first, second):
+                prepared.set_layout(layout)
+                rates[layout].append(steps * batch / timing.window(prepared.step, prepared.sync, steps, False).seconds)
+        ratios = [b / a for a, b in zip(rates[first], rates[second])]
+        faster = second if stats.median(ratios) > 1 else first
+        decided = all((r > 1 + LAYOUT_MARGIN) for r in ratios) or all((r < 1 - LAYOUT_MARGIN) for r in ratios)
+        chosen = faster if decided else first
+        prepared.set_layout(chosen)
+        return {
+            f"{first}_img_s": stats.median(rates[first]),
+            f"{second}_img_s": stats.median(rates[second]),
+            "round_ratios": ratios,
+            "decided": decided,
+            "rule": (
+                f"the faster format if it wins all {LAYOUT_TRIAL_ROUNDS} alternating rounds by more than "
+                f"{LAYOUT_MARGIN:.0%}, else {first}"
+            ),
+            "step_estimate_s": batch / stats.median(rates[chosen]),
+        }
+
+    def window(self) -> dict:
+        per_step = self.config.device == "cpu"  # synchronous execution: a clock read per step is exact
+        cpu_start = time.process_time()
+        result = timing.window(self.prepared.step, self.prepared.sync, self.steps_per_window, per_step)
+        self.cpu_seconds += time.process_time() - cpu_start
+        self.windows.append(result)
+        return {"seconds": result.seconds, "steps": self.steps_per_window}
+
+    def _peak(self) -> int | None:
+        peak, _ = self.backend.peak_memory(self.config)
+        return self.memory.peak() if peak is None else peak
+
+    def finish(self, cell: dict | None = None) -> dict:
+        """The record: statistics over the windows, memory checked against the weights bound."""
+        config, settings = self.config, self.settings
+        if self.sampler:
+            self.sampler.stop()
+        peak = self._peak()
+        peak_source = self.backend.peak_memory(config)[1] or self.memory.source
+        if config.device == "cuda":
+            low, high = LATENCY_PASS_STEPS
+            latency = timing.latency_pass(
+                self.prepared.step, self.prepared.sync, max(low, min(high, self.steps_per_window))
+            )
+            latency_source = "a synchronous pass after the windows: every step synchronised"
+        else:
+            latency = [s for w in self.windows for s in w.step_seconds]
+            latency_source = "the windows' per-step times (synchronous execution)"
+        window_seconds = [w.seconds for w in self.windows]
+        images = [self.steps_per_window * config.batch_size] * len(self.windows)
+        measured = dict(self.measured)
+        measured.update(stats.throughput_summary(window_seconds, images))
+        measured.update(stats.latency_summary(latency))
+        measured.update(
+            latency_samples=len(latency),
+            latency_source=latency_source,
+            steps_per_window=self.steps_per_window,
+            window_seconds=window_seconds,
+            step_seconds=latency,
+            cpu_util_cores=self.cpu_seconds / sum(window_seconds) if window_seconds else None,
+            **(cell or {}),
+        )
+        unavailable: dict[str, str] = {}
+        bound = weights_bound_bytes(self.prepared.params, config.mode)
+        measured["memory_bound_bytes"] = bound
+        for name, value in (("peak_memory_bytes", peak), ("peak_memory_first_step_bytes", measured.get(
+            "peak_memory_first_step_bytes"
+        ))):  # fmt: skip
+            if value is not None and value < bound:
+                measured[name] = None
+                unavailable[name] = (
+                    f"measured {value / 2**20:.1f} MiB, below the weights bound {bound / 2**20:.1f} MiB "
+                    f"({'weights, gradients and momentum' if config.mode == 'train' else 'weights'}): "
+                    "a measurement error, not a result"
+                )
+            elif name == "peak_memory_bytes":
+                measured[name] = value
+        measured["memory_source"] = peak_source
+        device_name = self.prepared.device_name or self.process_env.get("device_name")
+        peak_rate = peak_flops(device_name, config.precision, settings.tf32) if config.device == "cuda" else None
+        if peak_rate is None:
+            unavailable["mfu"] = (
+                "peak FLOP/s of a CPU is not known to the harness"
+                if config.device == "cpu"
+                else f"no peak FLOP/s on record for {device_name!r} at {config.precision}"
+            )
+        gpu_env = {}
+        if self.sampler is not None:
+            measured.update(self.sampler.summary(sum(images)))
+            gpu_env = self.sampler.device_info()
+        else:
+            reason = "no GPU: device is cpu" if config.device == "cpu" else "NVML not available"
+            for name in (
+                "gpu_util_pct_mean",
+                "gpu_util_pct_max",
+                "power_w",
+                "energy_j_per_img",
+                "nvml_memory_used_bytes",
+            ):
+                unavailable[name] = reason
+        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.prepared.layout)
+        self.prepared = None
+        return make_record(config, "ok", peak_flops=peak_rate, unavailable=unavailable, env=env, **measured)
+
+    def failure(self, error: BaseException) -> dict:
+        """A failed configuration is a record with its status; the backend lets go of everything."""
+        status = "oom" if self.backend.is_oom(error) else "error"
         message = f"{type(error).__name__}: {error}".strip()
-        return make_record(config, status, error=message[:2000], env=process_env)
-    finally:
-        backend.release()
-
-    images_per_window = [timing.steps_per_window * config.batch_size] * settings.windows
-    measured = stats.throughput_summary(timing.window_seconds, images_per_window)
-    measured.update(stats.latency_summary(timing.step_seconds))
-    measured.update(
-        first_step_s=build_s + timing.first_step_s,
-        build_s=build_s,
-        steps_per_window=timing.steps_per_window,
-        params=prepared.params,
-    )
-    unavailable: dict[str, str] = {}
-    peak, source = backend.peak_memory(config)
-    if peak is None:
-        peak, source = process_memory.peak_above_baseline(), process_memory.source
-    measured.update(peak_memory_bytes=peak, memory_source=source)
-
-    flops = flops_per_image(get_spec(config.model), config.image_size)
-    factor = TRAIN_FLOPS_FACTOR if config.mode == "train" else 1
-    achieved = flops * factor * measured["throughput_img_s"] / 1e12
-    measured.update(flops_per_img=flops, achieved_tflops=achieved)
-    device_name = prepared.device_name or process_env.get("device_name")
-    peak_rate = peak_flops(device_name, config.precision, settings.tf32) if config.device == "cuda" else None
-    measured["mfu"] = achieved * 1e12 / peak_rate if peak_rate else None
-    if peak_rate is None:
-        unavailable["mfu"] = (
-            "peak FLOP/s of a CPU is not known to the harness"
-            if config.device == "cpu"
-            else f"no peak FLOP/s on record for {device_name!r} at {config.precision}"
-        )
-
-    measured["cpu_util_cores"] = timing.cpu_seconds / timing.wall_seconds if timing.wall_seconds else None
-    gpu_env = {}
-    if sampler is not None:
-        measured.update(sampler.summary(sum(images_per_window)))
-        gpu_env = sampler.device_info()  # NVML's device name, driver version and memory size
-    else:
-        reason = "no GPU: device is cpu" if config.device == "cpu" else "NVML not available"
-        for name in ("gpu_util_pct_mean", "gpu_util_pct_max", "power_w", "energy_j_per_img", "nvml_memory_used_bytes"):
-            unavailable[name] = reason
-    measured["window_seconds"] = timing.window_seconds
-    measured["step_seconds"] = timing.step_seconds
-    env = dict(process_env, **gpu_env, device_name=device_name, layout=config.layout)
-    return make_record(config, "ok", unavailable=unavailable, env=env, **measured)
+        self.prepared = None
+        if getattr(self, "sampler", None):
+            self.sampler.stop()
+        self.backend.release()
+        return make_record(self.config, status, error=message[:2000], env=self.process_env)

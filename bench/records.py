@@ -21,31 +21,51 @@ from .config import Config, UsageError
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 RETRYABLE = ("error", "timeout")  # what --retry-errors measures again
 
+SCHEMA_VERSION = 2  # 1: before paired cells, layout trials and the weights bound (still loads)
+
 # Order of the fields in results.jsonl and summary.csv.
 MEASUREMENT_FIELDS = (
     "throughput_img_s", "throughput_iqr_img_s", "throughput_min_img_s", "throughput_max_img_s", "throughput_cv",
-    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "first_step_s", "build_s", "steps_per_window",
-    "peak_memory_bytes", "memory_source", "nvml_memory_used_bytes", "gpu_util_pct_mean", "gpu_util_pct_max",
-    "power_w", "energy_j_per_img", "cpu_util_cores", "flops_per_img", "achieved_tflops", "mfu", "params",
+    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_samples", "latency_source", "first_step_s",
+    "build_s", "warmup_steps_run", "warmup_s", "steps_per_window", "layout_chosen", "peak_memory_bytes",
+    "peak_memory_first_step_bytes", "memory_bound_bytes", "memory_source", "nvml_memory_used_bytes",
+    "gpu_util_pct_mean", "gpu_util_pct_max", "power_w", "energy_j_per_img", "cpu_util_cores", "flops_per_img",
+    "achieved_tflops", "mfu", "params", "cell_id", "pairing",
 )  # fmt: skip
 RECORD_FIELDS = (
     "framework", "model", "family", "depth", "batch_size", "mode", "precision", "compile", "layout",
     "image_size", "device", "status", "error", *MEASUREMENT_FIELDS,
 )  # fmt: skip
-_TEXT_FIELDS = {"memory_source"}
+_TEXT_FIELDS = {"memory_source", "latency_source", "layout_chosen", "cell_id", "pairing"}
+
+# Training costs about three forward passes (forward, and a backward of about twice the forward).
+TRAIN_FLOPS_FACTOR = 3
 
 
-def make_record(config: Config, status: str, error: str | None = None, **measured) -> dict:
-    """A complete record: every field present, None where not measured (`unavailable` says why)."""
+def make_record(
+    config: Config, status: str, error: str | None = None, peak_flops: float | None = None, **measured
+) -> dict:
+    """The one record builder: every field present (None where not measured, `unavailable` says why),
+    and the derived figures computed here only: FLOPs per image from the spec, achieved TFLOP/s from
+    the throughput (a training step counted as TRAIN_FLOPS_FACTOR forward passes), MFU against
+    `peak_flops` where the device's peak is known."""
     from implementations import get_spec
+    from implementations.specs import flops_per_image
 
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
     spec = get_spec(config.model)
     record = {name: None for name in RECORD_FIELDS}
     record.update(config.to_dict())
-    record.update(family=spec.family, depth=spec.depth, status=status, error=error)
+    record.update(family=spec.family, depth=spec.depth, status=status, error=error, schema_version=SCHEMA_VERSION)
     record.update(measured)
+    if status == "ok" and measured.get("throughput_img_s") is not None:
+        flops = flops_per_image(spec, config.image_size)
+        factor = TRAIN_FLOPS_FACTOR if config.mode == "train" else 1
+        achieved = flops * factor * measured["throughput_img_s"]
+        record.update(
+            flops_per_img=flops, achieved_tflops=achieved / 1e12, mfu=achieved / peak_flops if peak_flops else None
+        )
     record.setdefault("unavailable", {})
     record.setdefault("env", {})
     return record

@@ -1,9 +1,15 @@
-"""Worker process: measures configurations of one framework, one at a time, on request.
+"""Worker process: the worker side of the protocol, one framework, configurations held as sessions.
 
-Protocol: JSON lines. The runner writes {"cmd": "measure", "config": {...}} to stdin and reads
-{"record": {...}} back. The protocol uses a private copy of stdout; the real stdout is pointed at
-stderr, so whatever a framework prints can never corrupt it. Commands for stepwise use (the
-pytest-benchmark suite): "setup", "step", "finish".
+Protocol: JSON lines on a private copy of stdout (the real stdout is pointed at stderr, so whatever a
+framework prints can never corrupt it). The runner (runner.Worker, the client side) writes requests to
+stdin and reads one reply per request:
+
+  {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
+  {"cmd": "window", "id": K}                     -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
+  {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
+  {"cmd": "measure", "config": {...}}            -> {"record": {...}}   (prepare, every window, finish)
+  {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
+  {"cmd": "exit"}
 """
 
 from __future__ import annotations
@@ -37,56 +43,84 @@ def main() -> int:
 
     from .backends import get_backend
     from .config import Config, Settings
-    from .measure import run_config
+    from .measure import Session
     from .monitors import ProcessMemory
+    from .timing import timed_step
 
     settings = Settings(**json.loads(settings_json))
     backend = get_backend(framework)
     process_env = backend.setup_process(settings)
     process_env["framework"] = framework
+    backend.warm_framework()
+    memory = ProcessMemory()
+    memory.set_baseline()  # after the framework's start-up: what every configuration is measured above
+    sessions: dict = {}
     stepping = None
 
     def reply(message: dict) -> None:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
+    def session_call(key, action):
+        """Run one stage of a session; a failure ends the session and becomes its record."""
+        session = sessions[key]
+        try:
+            return action(session)
+        except Exception as error:
+            sessions.pop(key, None)
+            return {"record": session.failure(error)}
+
     reply({"ready": True, "env": process_env})
     for line in sys.stdin:
         request = json.loads(line)
         command = request["cmd"]
         try:
-            if command == "measure":
-                chosen = Settings(**request["settings"]) if "settings" in request else settings
-                reply({"record": run_config(backend, Config.from_dict(request["config"]), chosen, process_env)})
+            chosen = Settings(**request["settings"]) if "settings" in request else settings
+            if command == "prepare":
+                key = request["id"]
+                sessions[key] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
+                reply(session_call(key, lambda s: {"prepared": s.prepare()}))
+            elif command == "window":
+                reply(session_call(request["id"], lambda s: {"window": s.window()}))
+            elif command == "finish":
+                key, cell = request["id"], request.get("cell")
+                reply(session_call(key, lambda s, cell=cell: {"record": s.finish(cell)}))
+                sessions.pop(key, None)
+            elif command == "measure":
+                sessions["measure"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
+
+                def measure_all(session):
+                    session.prepare()
+                    for _ in range(session.settings.windows):
+                        session.window()
+                    return {"record": session.finish({"pairing": "alone"})}
+
+                reply(session_call("measure", measure_all))
+                sessions.pop("measure", None)
             elif command == "setup":
                 config = Config.from_dict(request["config"])
                 if request.get("disable_gc"):  # --benchmark-disable-gc, applied where the steps run
                     gc.collect()
                     gc.disable()
-                memory = ProcessMemory()
-                memory.reset()
+                backend.drop_other(config, settings)
+                memory.reset_peak()
                 backend.reset_peak_memory(config)
                 started = time.perf_counter()
                 stepping = backend.prepare(config, settings)
-                stepping.clock.start()
-                stepping.step()
-                stepping.clock.lap()
-                reply({"first_step_s": time.perf_counter() - started, "params": stepping.params})
+                build_s = time.perf_counter() - started
+                first = timed_step(stepping.step, stepping.sync)
+                reply({"first_step_s": build_s + first, "params": stepping.params})
                 cpu_start, wall_start = time.process_time(), time.perf_counter()
             elif command == "step":
-                stepping.clock.start()
-                stepping.step()
-                stepping.clock.lap()
-                reply({"seconds": stepping.clock.stop()[0]})
-            elif command == "finish":
+                reply({"seconds": timed_step(stepping.step, stepping.sync)})
+            elif command == "steps_end":
                 peak, source = backend.peak_memory(config)
                 if peak is None:
-                    peak, source = memory.peak_above_baseline(), memory.source
+                    peak, source = memory.peak(), memory.source
                 wall = time.perf_counter() - wall_start
                 cores = (time.process_time() - cpu_start) / wall if wall else None
                 stepping = None
                 gc.enable()
-                backend.release()
                 reply({"peak_memory_bytes": peak, "memory_source": source, "cpu_util_cores": cores, "env": process_env})
             elif command == "exit":
                 return 0
