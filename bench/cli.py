@@ -56,12 +56,15 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--layout",
         dest="layouts",
-        help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default channels_last; TensorFlow is always NHWC)",
+        help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default auto: both timed after warm-up, the faster "
+        "measured; TensorFlow is always NHWC)",
     )
     run.add_argument("--device", help=f"{', '.join(DEVICES)} (auto: cuda if an NVIDIA GPU is found; default auto)")
     run.add_argument("--threads", help="CPU threads for each framework, at most the cores (default 0: all cores)")
     run.add_argument("--warmup-steps", help="untimed steps after the first, 0-10000 (default: the preset's, 3 if none)")
-    run.add_argument("--windows", help="timed windows, 5-1000 (default 5)")
+    run.add_argument(
+        "--windows", help="timed windows per engine, 6-1000 (six: the fewest with a 95%% interval; default 6)"
+    )
     run.add_argument("--min-window-s", help="minimum seconds per timed window, 0-3600 (default: the preset's)")
     run.add_argument("--max-window-steps", help="cap on steps per window (default 1000)")
     run.add_argument("--timeout", dest="timeout_s", help="seconds allowed per configuration, 1-86400 (default 600)")
@@ -281,7 +284,7 @@ def _print_plan(plan: Plan, store) -> None:
         f"image size {configs[0].image_size} px; modes {', '.join(dict.fromkeys(c.mode for c in configs))}; "
         f"precision {', '.join(dict.fromkeys(c.precision for c in configs))}",
         f"layout: PyTorch {', '.join(sorted({c.layout for c in configs if c.framework == 'torch'})) or '-'} "
-        "(channels_last is the default: measured faster than NCHW on CPU and GPU); TensorFlow NHWC",
+        "(auto: both memory formats timed after warm-up, the faster measured); TensorFlow NHWC",
         f"threads per framework: {plan.settings.resolved_threads()}; windows {plan.settings.windows} of at least "
         f"{plan.settings.min_window_s:g} s; warm-up {plan.settings.warmup_steps} steps; timeout {plan.settings.timeout_s:g} s",
     ]
@@ -304,7 +307,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs, gate_failures, render_comparison
+    from .compare import compare_runs, gate_failures, ratio_consistency, render_comparison, render_consistency
     from .report import load_source
 
     if args.fail_on_regression is not None and not 0 <= args.fail_on_regression < float("inf"):
@@ -313,6 +316,7 @@ def cmd_compare(args) -> int:
     candidate = load_source(Path(args.run_b)).records
     rows = compare_runs(baseline, candidate)
     text = render_comparison(rows, args.run_a, args.run_b)
+    text += "\n\n" + render_consistency(ratio_consistency(baseline, candidate))
     print(text)
     out = (
         Path(args.out)

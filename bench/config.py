@@ -19,7 +19,8 @@ from implementations.specs import ModelNotFoundError, check_image_size
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE = ("off", "on")  # off: PyTorch eager, TensorFlow tf.function graph; on: torch.compile, XLA
-LAYOUTS = ("channels_last", "channels_first")
+# PyTorch memory formats; "auto" times both after warm-up and measures with the faster (measure.py).
+LAYOUTS = ("auto", "channels_last", "channels_first")
 DEVICES = ("auto", "cpu", "cuda")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -38,7 +39,7 @@ class Config:
     mode: str
     precision: str = "fp32"
     compile: str = "off"
-    layout: str = "channels_last"
+    layout: str = "auto"
     image_size: int = 32
     device: str = "cpu"
 
@@ -62,7 +63,7 @@ class Settings:
     """How each configuration is measured (the same for every configuration of a run)."""
 
     warmup_steps: int = 3
-    windows: int = 5
+    windows: int = 6
     min_window_s: float = 0.5
     max_window_steps: int = 1000
     threads: int = 0  # 0: all cores of the machine
@@ -114,19 +115,20 @@ class Plan:
 IMAGENET_MODELS = ("vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 PRESETS: dict[str, dict] = {
-    # Small enough for a 2-core CPU in under 5 minutes, still both frameworks, two depths per family,
-    # train and infer, three batch sizes. 32 px keeps the convolutions affordable on a CPU; VGG's
-    # 120M-parameter head still costs ~0.4 s per training step whatever the image size.
+    # Both families at two depths each (VGG-11/13 and the ResNets made for 32 px images), train and infer,
+    # two batch sizes, on a 2-core CPU in about 4 minutes. Engines alternate 9 windows of at least
+    # 0.4 s per cell: nine pairs give a 95% interval for each ratio that tolerates one outlier on each side,
+    # and the windows are most of the run's wall time.
     "cpu-default": dict(
         frameworks=["torch", "tensorflow"],
-        models=["vgg11", "vgg13", "resnet18", "resnet34", "resnet20_cifar", "resnet32_cifar"],
-        batch_sizes=[1, 2, 4],
+        models=["vgg11", "vgg13", "resnet20_cifar", "resnet32_cifar"],
+        batch_sizes=[2, 8],
         modes=["train", "infer"],
         precisions=["fp32"],
         image_size=32,
         warmup_steps=1,
-        windows=5,
-        min_window_s=0.05,
+        windows=9,
+        min_window_s=0.4,
     ),
     # The full study on a GPU: every ImageNet depth at 224 px, batch 1 to 256, fp32 and bf16.
     "gpu-full": dict(
@@ -137,10 +139,10 @@ PRESETS: dict[str, dict] = {
         precisions=["fp32", "bf16"],
         image_size=224,
         warmup_steps=10,
-        windows=5,
+        windows=6,
         min_window_s=1.0,
     ),
-    # A minute on a CPU: the smallest meaningful sweep, used by the tests and as a smoke check.
+    # Under a minute on a CPU: the smallest meaningful sweep, used by the tests and as a smoke check.
     "smoke": dict(
         frameworks=["torch", "tensorflow"],
         models=["resnet20_cifar"],
@@ -149,7 +151,7 @@ PRESETS: dict[str, dict] = {
         precisions=["fp32"],
         image_size=32,
         warmup_steps=1,
-        windows=5,
+        windows=6,
         min_window_s=0.02,
     ),
 }
@@ -319,7 +321,7 @@ OPTIONS: dict[str, Option] = {
         Option("device", str, choices=DEVICES),
         Option("threads", int, low=0, high=_cores()),
         Option("warmup_steps", int, low=0, high=10_000),
-        Option("windows", int, low=5, high=1000),
+        Option("windows", int, low=6, high=1000),  # six: the fewest with a 95% interval for a median
         Option("min_window_s", float, low=0, high=3600),
         Option("max_window_steps", int, low=1, high=1_000_000),
         Option("timeout_s", float, low=1, high=86_400),
@@ -418,7 +420,7 @@ def check_output_dir(path: Path) -> None:
 
 
 DEFAULTS = dict(
-    compile=["off"], layouts=["channels_last"], device="auto", threads=0, warmup_steps=3, windows=5,
+    compile=["off"], layouts=["auto"], device="auto", threads=0, warmup_steps=3, windows=6,
     min_window_s=0.5, max_window_steps=1000, timeout_s=600.0, tf32=True, torch_compile_mode="default", seed=0,
     max_batch=False, max_batch_limit=4096,
 )  # fmt: skip
@@ -469,11 +471,11 @@ def build_plan(options: dict, preset: str = "custom") -> Plan:
     device = resolve_device(o["device"])
     notes = []
     configs = []
-    for framework, precision, compiled, layout in itertools.product(frameworks, precisions, compile_values, layouts):
-        if framework == "tensorflow" and layout == "channels_first":
-            notes.append("TensorFlow runs NHWC (channels_last) only: its channels_first configurations are not planned")
-            continue
-        for model, mode, batch in itertools.product(models, modes, batch_sizes):
+    for framework, precision, compiled in itertools.product(frameworks, precisions, compile_values):
+        engine_layouts = layouts if framework == "torch" else ["channels_last"]  # Keras models are NHWC only
+        if framework != "torch" and set(layouts) - {"auto", "channels_last"}:
+            notes.append(f"{framework} runs NHWC (channels_last) only: --layout applies to PyTorch")
+        for layout, model, mode, batch in itertools.product(engine_layouts, models, modes, batch_sizes):
             configs.append(Config(framework, model, batch, mode, precision, compiled, layout, image_size, device))
     configs = order_configs(configs, interleave=device == "cpu")
     return Plan(
@@ -489,17 +491,20 @@ def build_plan(options: dict, preset: str = "custom") -> Plan:
 def order_configs(configs: list[Config], interleave: bool) -> list[Config]:
     """Batch sizes ascend within a group (so an OOM can skip the larger ones).
 
-    On a CPU the frameworks alternate configuration by configuration, so slow drifts of a noisy machine
-    hit both alike. On a GPU each framework's configurations run together and its worker is closed
+    On a CPU the engines of a cell sit side by side: the runner prepares them together and alternates
+    their timed windows, so slow drifts of a noisy machine hit all alike. On a GPU each framework's configurations run together and its worker is closed
     before the next framework starts: TensorFlow never returns device memory it has taken.
     """
     framework_rank = {name: i for i, name in enumerate(FRAMEWORKS)}
     model_rank = {name: i for i, name in enumerate(list_models())}
 
+    layout_rank = {name: i for i, name in enumerate(LAYOUTS)}
+
     def key(c: Config) -> tuple:
-        rest = (c.precision, c.compile, c.layout, model_rank.get(c.model, len(model_rank)), c.model, c.mode)
-        if interleave:
-            return (*rest, c.batch_size, framework_rank[c.framework])
-        return (framework_rank[c.framework], *rest, c.batch_size)
+        rest = (c.precision, c.compile, model_rank.get(c.model, len(model_rank)), c.model, c.mode)
+        engine = (framework_rank[c.framework], layout_rank[c.layout])
+        if interleave:  # the engines of a cell side by side
+            return (*rest, c.batch_size, *engine)
+        return (*engine, *rest, c.batch_size)
 
     return sorted(configs, key=key)

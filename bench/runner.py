@@ -1,8 +1,14 @@
-"""Runs a plan: one worker process per framework, a record per configuration, nothing ever lost.
+"""Runs a plan (the client side of the worker protocol): cells of engines, a record per configuration,
+nothing ever lost.
 
-A worker that runs out of memory, crashes (even by SIGKILL) or passes its timeout becomes a record
-with that status, and the sweep goes on in a fresh worker. Records are appended and flushed one at a
-time; a resumed run measures only what is missing.
+A cell is the configurations that differ only by engine (framework and PyTorch layout): on a CPU every
+engine of a cell is prepared in its own worker, then the engines take turns, one timed window each,
+the order reversed every pair (AB BA AB ...), so a drift of the machine hits all alike and each pair of
+windows gives a ratio (stats.paired_ratio). On a GPU a cell is one configuration and engines run one
+after the other (TensorFlow never returns device memory, so its worker is closed before another starts).
+A worker that runs out of memory, crashes (even by SIGKILL) or passes its timeout becomes a record with
+that status, and the sweep goes on in a fresh worker. Records are appended one line at a time; a
+resumed run measures only what is missing.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+import uuid
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from implementations import is_installed
@@ -140,55 +147,106 @@ class Runner:
         self.store = store
         self.host_env = host_env
         self.out = out if out is not None else sys.stderr
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[tuple, Worker] = {}
+        self.worker_models: dict[tuple, tuple] = {}  # what each worker was started for (_lifetime_key)
 
     # --- workers ----------------------------------------------------------------------------------
-    def _worker(self, framework: str) -> Worker:
-        if framework not in self.workers:
-            if self.plan.configs and self.plan.configs[0].device == "cuda":
+    @staticmethod
+    def _slot(config: Config) -> tuple[str, str]:
+        """One worker per framework and PyTorch layout, so a worker never holds two configurations."""
+        return config.framework, config.layout
+
+    @staticmethod
+    def _lifetime_key(config: Config) -> tuple:
+        """What a CPU worker may hold in its life, so its resident peaks belong to one configuration:
+        a PyTorch worker one model (tests/test_memory.py shows its peaks equal a fresh worker's), a
+        TensorFlow worker one configuration (it keeps per-shape state, 40 MiB for ResNet-20 CIFAR
+        training, after a configuration ends, so only a fresh worker gives that configuration's peak)."""
+        model = (config.model, config.image_size, config.precision, config.compile)
+        return model if config.framework == "torch" else (*model, config.mode, config.batch_size)
+
+    def _worker(self, config: Config) -> Worker:
+        slot = self._slot(config)
+        if (
+            config.device == "cpu"
+            and slot in self.workers
+            and self.worker_models.get(slot) != self._lifetime_key(config)
+        ):
+            self.workers.pop(slot).close()
+        if slot not in self.workers:
+            if config.device == "cuda":
                 self.close_workers()  # one framework on the GPU at a time
-            worker = Worker(framework, self.plan.settings, self.store.path / f"worker-{framework}.log")
+            name = "-".join(dict.fromkeys(slot))
+            worker = Worker(config.framework, self.plan.settings, self.store.path / f"worker-{name}.log")
             try:
                 worker.start(self.plan.settings.timeout_s)
             except BaseException:  # a crash, a timeout, Ctrl-C or SIGTERM during start-up
                 worker.close(kill=True)
                 raise
-            self.workers[framework] = worker
-        return self.workers[framework]
+            self.workers[slot] = worker
+            self.worker_models[slot] = self._lifetime_key(config)
+        return self.workers[slot]
 
-    def _discard(self, framework: str) -> None:
-        worker = self.workers.pop(framework, None)
+    def _discard(self, config: Config) -> None:
+        worker = self.workers.pop(self._slot(config), None)
         if worker:
             worker.close(kill=True)
 
     def close_workers(self, kill: bool = False) -> None:
-        for framework in list(self.workers):
-            worker = self.workers.pop(framework)
+        for slot in list(self.workers):
+            worker = self.workers.pop(slot)
             worker.close(kill=kill)
 
-    # --- one configuration -----------------------------------------------------------------------
-    def measure(self, config: Config, settings: Settings | None = None) -> dict:
-        """A record for `config`, whatever happens to the worker."""
+    # --- one cell ---------------------------------------------------------------------------------
+    def _ask(self, config: Config, message: dict) -> dict:
+        """One request to the config's worker; a dead or silent worker becomes a failure record."""
         timeout = self.plan.settings.timeout_s
-        message = {"cmd": "measure", "config": config.to_dict()}
-        if settings is not None:
-            message["settings"] = asdict(settings)
         try:
-            reply = self._worker(config.framework).request(message, timeout)
-            if "record" not in reply:
-                raise WorkerDied(reply.get("error", "worker gave no record"))
-            record = reply["record"]
+            reply = self._worker(config).request(message, timeout)
+            if "error" in reply:
+                raise WorkerDied(reply["error"])
+            return reply
         except WorkerTimeout as error:
-            self._discard(config.framework)
-            record = make_record(config, "timeout", error=f"timed out: {error} (--timeout {timeout:g})")
+            self._discard(config)
+            return {"record": make_record(config, "timeout", error=f"timed out: {error} (--timeout {timeout:g})")}
         except WorkerDied as error:
-            self._discard(config.framework)
-            record = make_record(config, "error", error=f"{error}; see {self.store.path.name}/worker-*.log")
-        if record["status"] == "oom":
-            self._discard(config.framework)  # a fresh process after an OOM: no fragmented allocator
-        worker_env = self.workers[config.framework].env if config.framework in self.workers else {}
-        record["env"] = {**self.host_env, **worker_env, **record.get("env", {})}
-        return record
+            self._discard(config)
+            return {"record": make_record(config, "error", error=f"{error}; see {self.store.path.name}/worker-*.log")}
+
+    def run_cell(self, configs: list[Config], settings: Settings | None = None) -> list[dict]:
+        """Records for the configurations of one cell, whatever happens to their workers."""
+        settings = settings or self.plan.settings
+        cell_id = uuid.uuid4().hex[:12]
+        ids = {config: f"{cell_id}-{index}" for index, config in enumerate(configs)}
+        extra = {"settings": asdict(settings)} if settings is not self.plan.settings else {}
+        records: dict[Config, dict] = {}
+        active: list[Config] = []
+        for config in configs:
+            reply = self._ask(config, {"cmd": "prepare", "id": ids[config], "config": config.to_dict(), **extra})
+            if "record" in reply:
+                records[config] = reply["record"]
+            else:
+                active.append(config)
+        for window_index in range(settings.windows):
+            for config in active if window_index % 2 == 0 else active[::-1]:
+                if config not in records:
+                    reply = self._ask(config, {"cmd": "window", "id": ids[config]})
+                    if "record" in reply:
+                        records[config] = reply["record"]
+        cell = {"cell_id": cell_id, "pairing": "interleaved" if len(active) > 1 else "alone"}
+        for config in active:
+            if config not in records:
+                records[config] = self._ask(config, {"cmd": "finish", "id": ids[config], "cell": cell})["record"]
+        for config, record in records.items():
+            if record["status"] == "oom":
+                self._discard(config)  # a fresh process after an OOM: no fragmented allocator
+            worker = self.workers.get(self._slot(config))
+            record["env"] = {**self.host_env, **(worker.env if worker else {}), **record.get("env", {})}
+        return [records[c] for c in configs]
+
+    def measure(self, config: Config, settings: Settings | None = None) -> dict:
+        """A record for one configuration on its own."""
+        return self.run_cell([config], settings)[0]
 
     # --- the sweep --------------------------------------------------------------------------------
     def run(self, retry_errors: bool = False) -> list[dict]:
@@ -214,20 +272,31 @@ class Runner:
             )
         started = time.monotonic()
         new_records = []
+        interleave = bool(self.plan.configs) and self.plan.configs[0].device == "cpu"
         try:
-            for index, config in enumerate(todo):
-                record = self._next_record(config, missing, oom_at)
-                self._append(record)
-                new_records.append(record)
-                if record["status"] == "oom":
-                    group = config.group()
-                    oom_at[group] = min(oom_at.get(group, config.batch_size), config.batch_size)
-                self._progress(index + 1, len(todo), started, record)
+            for cell in cells(todo, interleave):
+                ready = []
+                for config in cell:
+                    record = self._unmeasured_record(config, missing, oom_at)
+                    if record is None:
+                        ready.append(config)
+                    else:
+                        self._keep(record, oom_at, new_records, len(todo), started)
+                for record in self.run_cell(ready) if ready else []:
+                    self._keep(record, oom_at, new_records, len(todo), started)
         except BaseException:
             self.close_workers(kill=True)  # a worker mid-measurement would not read an exit request
             raise
         self.close_workers()
         return new_records
+
+    def _keep(self, record: dict, oom_at: dict, new_records: list, total: int, started: float) -> None:
+        self._append(record)
+        new_records.append(record)
+        if record["status"] == "oom":
+            group = record_config(record).group()
+            oom_at[group] = min(oom_at.get(group, record["batch_size"]), record["batch_size"])
+        self._progress(len(new_records), total, started, record)
 
     def check_existing(self) -> list[dict]:
         """The records already in the run, checked: a torn tail is set aside, damaged lines and
@@ -259,7 +328,8 @@ class Runner:
         if warning:
             self._say(f"warning: {warning}")
 
-    def _next_record(self, config: Config, missing: list[str], oom_at: dict) -> dict:
+    def _unmeasured_record(self, config: Config, missing: list[str], oom_at: dict) -> dict | None:
+        """The record of a configuration that is not measured (framework missing, OOM at a smaller batch)."""
         if config.framework in missing:
             return make_record(
                 config,
@@ -270,7 +340,7 @@ class Runner:
         limit = oom_at.get(config.group())
         if limit is not None and config.batch_size > limit:
             return make_record(config, "skipped", error=f"OOM at batch {limit}", env=dict(self.host_env))
-        return self.measure(config)
+        return None
 
     # --- largest batch that fits -----------------------------------------------------------------
     def find_max_batches(self) -> list[dict]:
@@ -337,10 +407,27 @@ class Runner:
         self._say(f"[{bar}] {done}/{total} ETA {_duration(eta)}  {summary_line(record)}")
 
 
+def cell_key(config: Config) -> tuple:
+    """What engines of one cell share: everything but the framework and the layout."""
+    return tuple(getattr(config, f.name) for f in fields(config) if f.name not in ("framework", "layout"))
+
+
+def cells(configs: list[Config], interleave: bool) -> list[list[Config]]:
+    """Configurations grouped into cells in plan order: by cell_key when engines interleave (a CPU),
+    one configuration per cell otherwise (a GPU)."""
+    if not interleave:
+        return [[c] for c in configs]
+    grouped: dict[tuple, list[Config]] = {}
+    for config in configs:
+        grouped.setdefault(cell_key(config), []).append(config)
+    return list(grouped.values())
+
+
 def summary_line(record: dict) -> str:
     what = (
         f"{record['framework']:<10} {record['model']:<15} {record['mode']:<5} b={record['batch_size']:<4} "
-        f"{record['precision']} {record['layout']}{' compiled' if record['compile'] == 'on' else ''}"
+        f"{record['precision']} {record.get('layout_chosen') or record['layout']}"
+        f"{' compiled' if record['compile'] == 'on' else ''}"
     )
     if record["status"] != "ok":
         return f"{what}: {record['status'].upper()} {record.get('error') or ''}".rstrip()
