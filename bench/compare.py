@@ -128,3 +128,63 @@ def render_comparison(rows: list[Change], name_a: str, name_b: str) -> str:
         f"# Comparison: {name_b} against {name_a}\n\n{summary}. A change counts only when the two runs' window ranges "
         "do not overlap.\n\n" + tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
     )
+
+
+# --- do two runs tell the same story about the engines? ------------------------------------------------
+
+AGREEMENT = 0.15  # two runs' ratios for a cell "agree" when they are within 15% of each other
+
+
+@dataclass(frozen=True)
+class RatioConsistency:
+    cells: int  # engine comparisons present in both runs
+    contradictions: list[str]  # one run says faster beyond its interval, the other slower beyond its own
+    agreeing: int  # ratios within AGREEMENT of each other
+    decided: tuple[int, int]  # comparisons whose interval excludes 1, in each run
+    total: tuple[int, int]  # comparisons in each run
+
+
+def _engine_ratios(records: list[dict]) -> dict:
+    from . import tables
+
+    ratios = {}
+    for section in tables.sections(records):
+        comparison = tables.compare_engines(tables.select(records, section))
+        if comparison is None:
+            continue
+        for (engine, model, batch), ratio in comparison.ratios.items():
+            ratios[(section.tag(), engine, model, batch)] = ratio
+    return ratios
+
+
+def ratio_consistency(run_a: list[dict], run_b: list[dict]) -> RatioConsistency:
+    a, b = _engine_ratios(run_a), _engine_ratios(run_b)
+    shared = sorted(set(a) & set(b))
+    contradictions = [
+        f"{tag} {engine} {model} b={batch}: {a[k].words()} vs {b[k].words()}"
+        for k in shared
+        for tag, engine, model, batch in [k]
+        if a[k].decided and b[k].decided and (a[k].ratio > 1) != (b[k].ratio > 1)
+    ]
+    agreeing = sum(1 for k in shared if abs(b[k].ratio / a[k].ratio - 1) <= AGREEMENT)
+    decided = (sum(r.decided for r in a.values()), sum(r.decided for r in b.values()))
+    return RatioConsistency(len(shared), contradictions, agreeing, decided, (len(a), len(b)))
+
+
+def render_consistency(result: RatioConsistency) -> str:
+    if not result.cells:
+        return "No engine comparison appears in both runs."
+    lines = [
+        "## Engine ratios: do the two runs agree?",
+        "",
+        f"- comparisons in both runs: {result.cells}",
+        f"- contradictions (faster beyond the interval in one run, slower beyond it in the other): "
+        f"{len(result.contradictions)}",
+        f"- ratios within {AGREEMENT:.0%} of each other: {result.agreeing} of {result.cells} "
+        f"({result.agreeing / result.cells:.0%})",
+        f"- decided (interval excludes 1): {result.decided[0]} of {result.total[0]} in the baseline run "
+        f"({result.decided[0] / max(result.total[0], 1):.0%}), {result.decided[1]} of {result.total[1]} in the "
+        f"candidate ({result.decided[1] / max(result.total[1], 1):.0%})",
+    ]
+    lines += [f"  - {c}" for c in result.contradictions]
+    return "\n".join(lines)

@@ -21,9 +21,7 @@ def _plt():
 
 
 def _label(r: dict) -> str:
-    return r["framework"] + (
-        f" ({r['layout']})" if r["framework"] == "torch" and r["layout"] != "channels_last" else ""
-    )
+    return tables.engine(r)
 
 
 def write_plots(records: list[dict], out: Path) -> list[Path]:
@@ -116,7 +114,12 @@ def _depth(records, path: Path, tag: str) -> Path:
 
 
 def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
-    _, _, ratios = tables.framework_ratio(records)
+    """The first engine other than the baseline against the baseline, as a ratio grid."""
+    comparison = tables.compare_engines(records)
+    if comparison is None or not comparison.ratios:
+        return None
+    other = tables.engine_order(records)[1]
+    ratios = {(m, b): r.ratio for (e, m, b), r in comparison.ratios.items() if e == other}
     if not ratios:
         return None
     plt = _plt()
@@ -143,8 +146,8 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
     ax.set_yticks(range(len(models)), models, fontsize=7)
     ax.set_xlabel("batch size", fontsize=8)
     bar = fig.colorbar(image, ax=ax)
-    bar.set_label("log2(TF / PyTorch img/s)", fontsize=7)
-    ax.set_title(f"TensorFlow / PyTorch throughput ({tag})\n>1 (blue): TensorFlow faster", fontsize=8)
+    bar.set_label(f"log2({other} / {comparison.baseline} img/s)", fontsize=7)
+    ax.set_title(f"{other} / {comparison.baseline} throughput ({tag})\n>1 (blue): {other} faster", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,6 +16,8 @@ from .config import Config, Plan, UsageError
 from .records import RECORD_FIELDS, current_records, read_results, record_config, record_problems
 from .tables import MIB, sig3
 
+P99_SAMPLES = 50  # fewer steps than this make a p99 little more than the largest sample
+
 
 @dataclass(frozen=True)
 class Report:
@@ -219,33 +221,37 @@ def render_markdown(
     if not records:
         out += ["No records yet.", ""] + _missing(loaded)
         return "\n".join(out) + "\n", "no records"
+    intro = len(out)  # the trust line goes here once every section is counted
     out += [
         "Throughput is the median of the timed windows (img/s, higher is better); `OOM`, `error`, `timeout` and",
         "`skipped` mark configurations that did not run to the end (see Failures); `—` was not measured.",
         "",
     ]
+    verdicts: list = []
     for section in tables.sections(records):
         chosen = tables.select(records, section)
         title = section.title()
         out += [f"## {title}", ""]
-        for framework in ("torch", "tensorflow"):
-            for layout in sorted({r["layout"] for r in chosen if r["framework"] == framework}):
-                headers, rows = tables.throughput_pivot(chosen, framework, layout)
-                label = f"### Throughput, {framework}" + (f" ({layout})" if framework == "torch" else "")
-                table = _md(headers, rows)
-                out += [label, "", table, ""]
-                console += [
-                    f"{title} — {framework}" + (f" {layout}" if framework == "torch" else "") + " (img/s)",
-                    table,
-                    "",
-                ]
-        headers, rows, _ = tables.framework_ratio(chosen)
-        if any(cell not in ("—",) for row in rows for cell in row[1:]):
+        for name in tables.engine_order(chosen):
+            headers, rows = tables.throughput_pivot(chosen, name)
             table = _md(headers, rows)
-            out += ["### TensorFlow vs PyTorch (throughput; PyTorch at its fastest layout)", "", table, ""]
-            console += [f"{title} — TensorFlow vs PyTorch", table, ""]
+            out += [f"### Throughput, {name} (img/s)", "", table, ""]
+            console += [f"{title} — {name} (img/s)", table, ""]
+        out += _layouts(chosen)
+        comparison = tables.compare_engines(chosen)
+        if comparison is not None:
+            for other in tables.engine_order(chosen)[1:]:
+                headers, rows = tables.comparison_table(chosen, comparison, other)
+                table = _md(headers, rows)
+                out += [f"### {other} vs {comparison.baseline} (throughput ratio, 95% interval)", "", table, ""]
+                console += [f"{title} — {other} vs {comparison.baseline}", table, ""]
+            verdicts += list(comparison.ratios.values())
         out += _latency(chosen) + _memory(chosen) + _utilization(chosen) + _first_step(chosen) + _depth_scaling(chosen)
-    out += _failures(records, loaded) + _missing(loaded) + _flags(records)
+    flags = tables.sanity_flags(records)
+    summary = trust_summary(verdicts, flags)
+    out[intro:intro] = [f"**Trust**: {summary}", ""]
+    out += _comparison_method() + _failures(records, loaded) + _missing(loaded) + _flags(flags)
+    console += [f"trust: {summary}"] + _top_flags(flags)
     if loaded and loaded.missing:
         console.append(f"MISSING: {len(loaded.missing)} planned configuration(s) have no record (see report.md)")
     if plot_files:
@@ -259,6 +265,76 @@ def _ok(records):
     return [r for r in records if r["status"] == "ok"]
 
 
+def trust_summary(verdicts: list, flags: list) -> str:
+    """One line: how many comparisons the intervals decide, how many are inside the noise, how many
+    cells a check flagged."""
+    decided = sum(1 for v in verdicts if v.decided)
+    no_interval = sum(1 for v in verdicts if v.low is None)
+    same = len(verdicts) - decided - no_interval
+    flagged = len({id(f.record) for f in flags})
+    text = f"{len(verdicts)} engine comparisons: {decided} decided, {same} same within noise"
+    if no_interval:
+        text += f", {no_interval} without an interval (fewer than 6 windows)"
+    return text + f"; {flagged} flagged record(s)"
+
+
+def _top_flags(flags: list, limit: int = 5) -> list[str]:
+    if not flags:
+        return ["flags: none"]
+    lines = [f"flags, most severe first ({len(flags)} in report.md):"]
+    return lines + [f"  - {FLAG_KINDS_SHORT.get(f.kind, f.kind)}: {f.text}" for f in flags[:limit]]
+
+
+FLAG_KINDS_SHORT = {"cv": "noisy", "depth": "deeper but faster", "batch": "slower at a larger batch",
+                    "memory": "memory below bound", "warmup": "warm-up not steady"}  # fmt: skip
+
+
+def _comparison_method() -> list[str]:
+    return [
+        "## How engines are compared",
+        "",
+        "On a CPU the engines of a cell are prepared together, each in its own worker, and take turns: one timed",
+        "window each, the order reversed every pair. A cell's ratio is the median of the per-pair ratios (engine",
+        "img/s over baseline img/s) and its 95% interval is the distribution-free interval for a median (order",
+        "statistics of the pair ratios, binomial coverage; at least 6 pairs). Engines that ran one after the",
+        "other (a GPU) get the ratio of medians with the interval formed by each median's own interval. A",
+        "ratio whose interval includes 1 is reported as *same within noise*.",
+        "",
+    ]
+
+
+def _layouts(records) -> list[str]:
+    """PyTorch's memory format chosen per cell by the layout trial, with both trial figures."""
+    tried = [r for r in _ok(records) if isinstance(r.get("layout_trial"), dict)]
+    if not tried:
+        return []
+    batches = sorted({r["batch_size"] for r in tried})
+    by = {(r["model"], r["batch_size"]): r for r in tried}
+    short = {"channels_first": "NCHW", "channels_last": "NHWC"}
+    rows = []
+    for model in tables.model_order(r["model"] for r in tried):
+        row = [model]
+        for b in batches:
+            r = by.get((model, b))
+            if r is None:
+                row.append("—")
+                continue
+            trial = r["layout_trial"]
+            nchw, nhwc = trial.get("channels_first_img_s"), trial.get("channels_last_img_s")
+            verdict = "" if trial.get("decided") else " (tie: default)"
+            row.append(f"{short[r['layout_chosen']]}{verdict}: {sig3(nchw)} / {sig3(nhwc)}")
+        rows.append(row)
+    rule = tried[0]["layout_trial"].get("rule", "")
+    return [
+        "### PyTorch memory format (layout auto): chosen, and trial img/s NCHW / NHWC",
+        "",
+        f"Rule: {rule}.",
+        "",
+        _md(["model"] + [f"b={b}" for b in batches], rows),
+        "",
+    ]
+
+
 def _latency(records) -> list[str]:
     ok = _ok(records)
     if not ok:
@@ -266,42 +342,68 @@ def _latency(records) -> list[str]:
     smallest = min(r["batch_size"] for r in ok)
     rows = []
     for r in sorted(
-        (r for r in ok if r["batch_size"] == smallest),
-        key=lambda r: (tables.depth_key(r["model"]), r["framework"], r["layout"]),
+        (r for r in ok if r["batch_size"] == smallest), key=lambda r: (tables.depth_key(r["model"]), tables.engine(r))
     ):
-        rows.append([r["model"], r["framework"], r["layout"], sig3(r["latency_ms_p50"]), sig3(r["latency_ms_p99"])])
+        samples = r.get("latency_samples")
+        few = samples is not None and samples < P99_SAMPLES
+        p99 = sig3(r["latency_ms_p99"]) + (f" (n={samples})" if few else "")
+        rows.append(
+            [r["model"], tables.engine(r), sig3(r["latency_ms_p50"]), p99, samples if samples is not None else "—"]
+        )
     return [
         f"### Latency at batch {smallest}",
         "",
-        _md(["model", "framework", "layout", "p50 (ms)", "p99 (ms)"], rows),
+        f"Per-step times; a p99 backed by fewer than {P99_SAMPLES} steps is marked with its count.",
+        "",
+        _md(["model", "engine", "p50 (ms)", "p99 (ms)", "steps"], rows),
         "",
     ]
 
 
 def _memory(records) -> list[str]:
-    ok = [r for r in _ok(records) if r.get("peak_memory_bytes") is not None]
+    ok = [
+        r
+        for r in _ok(records)
+        if r.get("peak_memory_bytes") is not None or "peak_memory_bytes" in r.get("unavailable", {})
+    ]
     if not ok:
         return []
     batches = sorted({r["batch_size"] for r in ok})
     series = defaultdict(dict)
     sources = set()
     for r in ok:
-        series[(r["model"], r["framework"], r["layout"])][r["batch_size"]] = r["peak_memory_bytes"]
-        sources.add(r["memory_source"])
+        series[(r["model"], tables.engine(r))][r["batch_size"]] = r
+        sources.add(r.get("memory_source"))
     rows = []
-    for (model, framework, layout), points in sorted(
-        series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
-    ):
-        fit = tables.memory_fit(sorted(points.items()))
-        fit_text = f"{sig3(fit[0])} + {sig3(fit[1])}/img" if fit else "—"
-        rows.append(
-            [model, framework, layout] + [sig3(points[b] / MIB) if b in points else "—" for b in batches] + [fit_text]
+    for (model, name), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1])):
+        measured = sorted(
+            (b, r["peak_memory_bytes"]) for b, r in points.items() if r.get("peak_memory_bytes") is not None
         )
-    headers = ["model", "framework", "layout"] + [f"b={b} (MiB)" for b in batches] + ["fit: fixed MiB + MiB/img"]
+        fit = tables.memory_fit(measured) if len(measured) >= 2 else None
+        bounds = [r["memory_bound_bytes"] for r in points.values() if r.get("memory_bound_bytes")]
+        bound = max(bounds) / MIB if bounds else None
+        possible = fit is not None and fit[1] >= 0 and fit[0] >= 0
+        fit_text = f"{sig3(fit[0])} + {sig3(fit[1])}/img" if possible else ("not physical" if fit else "—")
+        cells = []
+        for b in batches:
+            r = points.get(b)
+            if r is None:
+                cells.append("—")
+            elif r.get("peak_memory_bytes") is None:
+                cells.append("below bound")
+            else:
+                cells.append(sig3(r["peak_memory_bytes"] / MIB))
+        rows.append([model, name, *cells, sig3(bound), fit_text])
+    headers = (
+        ["model", "engine"] + [f"b={b} (MiB)" for b in batches] + ["weights bound (MiB)", "fit: fixed MiB + MiB/img"]
+    )
     return [
         "### Peak memory",
         "",
-        f"Source: {'; '.join(sorted(s for s in sources if s))}. The fit is least squares over the batch sizes measured.",
+        f"Source: {'; '.join(sorted(s for s in sources if s))}. The weights bound is the parameters in float32 (x3 "
+        "when training: gradients and momentum); a figure below it is a measurement error and is withheld "
+        "(`below bound`). The fit is least squares over the batch sizes measured, shown only when both terms "
+        "are non-negative.",
         "",
         _md(headers, rows),
         "",
@@ -449,12 +551,11 @@ def _failures(records, loaded: Source | None = None) -> list[str]:
     return lines + [_md(["framework", "model", "mode", "precision", "batch", "status", "message"], rows), ""]
 
 
-def _flags(records) -> list[str]:
-    flags = tables.sanity_flags(records)
+def _flags(flags: list) -> list[str]:
     lines = ["## Sanity flags", ""]
     if not flags:
-        return lines + [
-            "None: no cell tripped a check (CV above 5%, a deeper model faster than a shallower one, throughput falling with batch).",
-            "",
-        ]
-    return lines + ["Distrust these cells:", ""] + [f"- {f}" for f in flags] + [""]
+        return lines + ["None: no record tripped a check (" + "; ".join(tables.FLAG_KINDS.values()) + ").", ""]
+    lines += ["Distrust these records; groups largest first, each most severe first:", ""]
+    for kind, members in tables.grouped_flags(flags):
+        lines += [f"**{kind}** ({len(members)})", ""] + [f"- {f.text}" for f in members] + [""]
+    return lines

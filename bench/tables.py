@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from implementations import get_spec, list_models
 from implementations.specs import FAMILY_ORDER
 
-from .stats import linear_fit
+from .stats import Ratio, linear_fit, paired_ratio, sequential_ratio
 
 MIB = 1024 * 1024
 STATUS_LABEL = {"oom": "OOM", "error": "error", "timeout": "timeout", "skipped": "skipped"}
@@ -95,11 +95,9 @@ def select(records, section: Section) -> list[dict]:
     return [r for r in records if section.holds(r)]
 
 
-def throughput_pivot(
-    records: list[dict], framework: str, layout: str | None = None
-) -> tuple[list[str], list[list[str]]]:
+def throughput_pivot(records: list[dict], engine_name: str) -> tuple[list[str], list[list[str]]]:
     """Rows: models in depth order; columns: batch sizes; cells: img/s or the failure."""
-    chosen = [r for r in records if r["framework"] == framework and (layout is None or r["layout"] == layout)]
+    chosen = [r for r in records if engine(r) == engine_name]
     batches = sorted({r["batch_size"] for r in chosen})
     by_key = {(r["model"], r["batch_size"]): r for r in chosen}
     rows = [
@@ -108,47 +106,97 @@ def throughput_pivot(
     return ["model"] + [f"b={b} (img/s)" for b in batches], rows
 
 
-def paired(records: list[dict]) -> dict[tuple, dict[str, dict]]:
-    """(model, batch) -> {framework: record}, taking PyTorch's fastest layout for the pairing."""
-    pairs: dict[tuple, dict[str, dict]] = defaultdict(dict)
+BASELINE_ENGINE = "torch"
+
+
+def engine(record: dict) -> str:
+    """An engine's name in tables: the framework, with PyTorch's layout when it was pinned."""
+    if record["framework"] == "torch" and record["layout"] != "auto":
+        return f"torch ({record['layout']})"
+    return record["framework"]
+
+
+def engine_order(records: list[dict]) -> list[str]:
+    """Engines present, baseline first."""
+    names = sorted({engine(r) for r in records}, key=lambda e: (not e.startswith(BASELINE_ENGINE), e))
+    return names
+
+
+def baseline_engine(records: list[dict]) -> str | None:
+    names = engine_order(records)
+    return names[0] if names else None
+
+
+def window_rates(record: dict) -> list[float]:
+    return list(record.get("window_throughputs_img_s") or [])
+
+
+def ratio_between(baseline: dict, other: dict) -> Ratio | None:
+    """`other` against `baseline`: paired when their windows alternated in one cell, else sequential."""
+    base, rates = window_rates(baseline), window_rates(other)
+    if not base or not rates:
+        return None
+    same_cell = baseline.get("cell_id") and baseline.get("cell_id") == other.get("cell_id")
+    if same_cell and other.get("pairing") == "interleaved" and len(base) == len(rates):
+        return paired_ratio(base, rates)
+    return sequential_ratio(base, rates)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every other engine against the baseline engine, per (model, batch) of one section."""
+
+    baseline: str
+    ratios: dict  # (engine, model, batch) -> Ratio
+    failures: dict  # (engine, model, batch) -> text naming what failed
+
+
+def compare_engines(records: list[dict]) -> Comparison | None:
+    baseline = baseline_engine(records)
+    if baseline is None or len(engine_order(records)) < 2:
+        return None
+    slots: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in records:
-        slot = pairs[(r["model"], r["batch_size"])]
-        current = slot.get(r["framework"])
-        if current is None or (
-            r["status"] == "ok" and (current["status"] != "ok" or r["throughput_img_s"] > current["throughput_img_s"])
-        ):
-            slot[r["framework"]] = r
-    return pairs
+        slots[(r["model"], r["batch_size"])][engine(r)] = r
+    ratios, failures = {}, {}
+    for (model, batch), slot in slots.items():
+        base = slot.get(baseline)
+        for name, r in slot.items():
+            if name == baseline:
+                continue
+            key = (name, model, batch)
+            broken = [
+                f"{e} {STATUS_LABEL.get(x['status'], x['status'])}"
+                for e, x in ((baseline, base), (name, r))
+                if x and x["status"] != "ok"
+            ]
+            if base is None:
+                failures[key] = f"no {baseline} record"
+            elif broken:
+                failures[key] = ", ".join(broken)
+            else:
+                ratio = ratio_between(base, r)
+                if ratio is None:
+                    failures[key] = "no windows"
+                else:
+                    ratios[key] = ratio
+    return Comparison(baseline, ratios, failures)
 
 
-def framework_ratio(records: list[dict]) -> tuple[list[str], list[list[str]], dict[tuple, float]]:
-    """TensorFlow relative to PyTorch per model and batch, worded as 'faster'/'slower'."""
-    pairs = paired(records)
-    batches = sorted({b for _, b in pairs})
-    ratios = {}
-    for key, slot in pairs.items():
-        t, k = slot.get("torch"), slot.get("tensorflow")
-        if t and k and t["status"] == "ok" and k["status"] == "ok" and t["throughput_img_s"]:
-            ratios[key] = k["throughput_img_s"] / t["throughput_img_s"]
-    models = model_order(m for m, _ in pairs)
+def comparison_table(records: list[dict], comparison: Comparison, other: str) -> tuple[list[str], list[list[str]]]:
+    """Rows: models; columns: batch sizes; cells: '1.23x faster [1.10-1.35]' or 'same within noise [...]'."""
+    chosen = [r for r in records if engine(r) in (other, comparison.baseline)]
+    batches = sorted({r["batch_size"] for r in chosen})
     rows = []
-    for model in models:
+    for model in model_order(r["model"] for r in chosen):
         row = [model]
         for b in batches:
-            slot = pairs.get((model, b), {})
-            if (model, b) in ratios:
-                row.append(ratio_words(ratios[(model, b)]))
-            elif slot:
-                failed = [
-                    f"{fw} {STATUS_LABEL.get(r['status'], r['status'])}"
-                    for fw, r in slot.items()
-                    if r["status"] != "ok"
-                ]
-                row.append(", ".join(failed) or "—")
-            else:
-                row.append("—")
+            key = (other, model, b)
+            row.append(
+                comparison.ratios[key].words() if key in comparison.ratios else comparison.failures.get(key, "—")
+            )
         rows.append(row)
-    return ["TensorFlow vs PyTorch"] + [f"b={b}" for b in batches], rows, ratios
+    return [f"{other} vs {comparison.baseline}"] + [f"b={b}" for b in batches], rows
 
 
 def memory_fit(points: list[tuple[int, int]]) -> tuple[float, float] | None:
@@ -164,41 +212,72 @@ def depth_key(model: str) -> tuple:
     return (FAMILY_ORDER.index(spec.family) if spec.family in FAMILY_ORDER else 99, spec.depth)
 
 
-def sanity_flags(records: list[dict]) -> list[str]:
-    """Cells a reader should distrust, with the reason."""
+@dataclass(frozen=True)
+class Flag:
+    kind: str  # the check that tripped, a group heading
+    severity: float  # how far past the check: ranks flags within and across groups
+    text: str
+    record: dict
+
+
+FLAG_KINDS = {
+    "cv": f"throughput CV across windows above {CV_LIMIT:.0%}",
+    "depth": "a deeper model faster than a shallower one",
+    "batch": f"throughput per image falling below {BATCH_DROP_LIMIT:.0%} of a smaller batch's",
+    "memory": "memory below the weights bound (a measurement error: the figure is withheld)",
+    "warmup": "warm-up reached its time cap before the step time settled",
+}
+
+
+def sanity_flags(records: list[dict]) -> list[Flag]:
+    """Cells a reader should distrust, with the reason, most severe first."""
     flags = []
     ok = [r for r in records if r["status"] == "ok" and r.get("throughput_img_s")]
     for r in ok:
         cv = r.get("throughput_cv")
         if cv is not None and cv > CV_LIMIT:
-            flags.append(f"{_name(r)}: throughput CV {cv:.1%} across windows is above {CV_LIMIT:.0%}")
+            flags.append(Flag("cv", cv / CV_LIMIT, f"{_name(r)}: CV {cv:.1%}", r))
+        if r.get("warmup_steady") is False:
+            flags.append(Flag("warmup", 1.0, f"{_name(r)}: {r.get('warmup_steps_run')} warm-up steps", r))
+        withheld = {
+            k: v for k, v in (r.get("unavailable") or {}).items() if k.startswith("peak_memory") and "bound" in v
+        }
+        for field, reason in withheld.items():
+            flags.append(Flag("memory", 2.0, f"{_name(r)}: {field} {reason.split(':')[0]}", r))
     groups = defaultdict(list)
     for r in ok:
         groups[
-            (r["framework"], r["family"], r["batch_size"], r["mode"], r["precision"], r["compile"], r["layout"])
+            (engine(r), r["family"], r["batch_size"], r["mode"], r["precision"], r["compile"], r["image_size"])
         ].append(r)
     for group in groups.values():
         group.sort(key=lambda r: r["depth"])
         for shallow, deep in zip(group, group[1:]):
             if deep["depth"] > shallow["depth"] and deep["throughput_img_s"] > shallow["throughput_img_s"]:
-                flags.append(
-                    f"{_name(deep)}: deeper than {shallow['model']} but faster "
-                    f"({sig3(deep['throughput_img_s'])} vs {sig3(shallow['throughput_img_s'])} img/s)"
-                )
+                ratio = deep["throughput_img_s"] / shallow["throughput_img_s"]
+                flags.append(Flag("depth", ratio, f"{_name(deep)}: {sig3(deep['throughput_img_s'])} img/s vs "
+                                  f"{shallow['model']}'s {sig3(shallow['throughput_img_s'])}", deep))  # fmt: skip
     series = defaultdict(list)
     for r in ok:
-        series[(r["framework"], r["model"], r["mode"], r["precision"], r["compile"], r["layout"])].append(r)
+        series[(engine(r), r["model"], r["mode"], r["precision"], r["compile"], r["image_size"])].append(r)
     for runs in series.values():
         runs.sort(key=lambda r: r["batch_size"])
         for small, large in zip(runs, runs[1:]):
-            if large["throughput_img_s"] < BATCH_DROP_LIMIT * small["throughput_img_s"]:
+            share = large["throughput_img_s"] / small["throughput_img_s"]
+            if share < BATCH_DROP_LIMIT:
                 flags.append(
-                    f"{_name(large)}: throughput per image falls to {large['throughput_img_s'] / small['throughput_img_s']:.0%} "
-                    f"of batch {small['batch_size']}'s"
+                    Flag("batch", 1 / share, f"{_name(large)}: {share:.0%} of batch {small['batch_size']}'s", large)
                 )
-    return flags
+    return sorted(flags, key=lambda f: -f.severity)
+
+
+def grouped_flags(flags: list[Flag]) -> list[tuple[str, list[Flag]]]:
+    """Flags by kind, the largest group first; each group most severe first."""
+    groups: dict[str, list[Flag]] = defaultdict(list)
+    for flag in flags:
+        groups[flag.kind].append(flag)
+    return sorted(((FLAG_KINDS[k], v) for k, v in groups.items()), key=lambda kv: -len(kv[1]))
 
 
 def _name(r: dict) -> str:
     extra = " compiled" if r["compile"] == "on" else ""
-    return f"{r['framework']} {r['model']} {r['mode']} b={r['batch_size']} {r['precision']} {r['layout']}{extra}"
+    return f"{engine(r)} {r['model']} {r['mode']} b={r['batch_size']} {r['precision']} {r['image_size']}px{extra}"
