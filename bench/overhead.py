@@ -1,11 +1,12 @@
-"""Harness overhead, measured as a benchmark (not a timed test): `python -m bench.overhead`.
+"""Harness against a hand-written loop, measured as a benchmark (not a timed test): `python -m bench.overhead`.
 
-For each framework, in a worker process of its own, and each case (ResNet-20 CIFAR at 32 px and
-ResNet-18 at 64 px, batch 8, train and infer) it alternates, 25 times, the harness's timing
-loop with a minimal hand-written loop over the same model, batch and framework, and prints the median
-ratio of their throughputs with its spread. It also times the harness's loop around a no-op step, the
-per-step cost of the harness itself, in microseconds. On a noisy machine only ratios measured in one
-run, interleaved, mean anything.
+For each framework, in a worker process of its own, and each case, the harness's own measurement (a
+`measure.Session`: build, warm-up, PyTorch's layout trial, windows) and a minimal hand-written loop over
+the project's same model take turns, one window each, the order reversed every pair. The hand-written
+PyTorch loop runs at its own best memory format: both are tried first and the faster kept. The ratio
+harness/loop is the median of per-pair ratios with its 95% interval (stats.paired_ratio), so a
+difference inside the machine's noise reads as such. It also times the window loop around a no-op step,
+the harness's own cost per step.
 """
 
 from __future__ import annotations
@@ -14,28 +15,32 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-CASES = [("resnet20_cifar", 32), ("resnet18", 64)]
+CASES = {
+    "torch": [("resnet18", 64), ("resnet50", 224)],
+    "tensorflow": [("resnet20_cifar", 32), ("resnet18", 64)],
+}
 BATCH = 8
-ALTERNATIONS = 25
+PAIRS = 9
+MIN_WINDOW_S = 0.3
 INPUTS = 4  # both loops rotate among the same number of pre-generated batches
 
 
-def _bare_torch(model_name: str, image_size: int, mode: str):
-    """A minimal hand-written PyTorch loop: returns run(steps) -> seconds."""
+def _bare_torch(model_name: str, image_size: int, mode: str, layout: str):
+    """A minimal hand-written PyTorch loop in one memory format: returns run(steps) -> seconds."""
+    import time
+
     import torch
     import torch.nn.functional as F
 
     from implementations import build
 
-    model = build(model_name, "torch", image_size=image_size, layout="channels_last")
-    xs = [
-        torch.randn(BATCH, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
-        for _ in range(INPUTS)
-    ]
-    ys = [torch.randint(0, 10, (BATCH,)) for _ in range(INPUTS)]
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    model = build(model_name, "torch", image_size=image_size).to(memory_format=memory_format)
+    xs = [torch.randn(BATCH, 3, image_size, image_size).contiguous(memory_format=memory_format) for _ in range(INPUTS)]
+    ys = [torch.randint(0, model.fc.out_features, (BATCH,)) for _ in range(INPUTS)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train(mode == "train")
 
@@ -55,7 +60,9 @@ def _bare_torch(model_name: str, image_size: int, mode: str):
     return run
 
 
-def _bare_tensorflow(model_name: str, image_size: int, mode: str):
+def _bare_tensorflow(model_name: str, image_size: int, mode: str, layout: str):
+    import time
+
     import keras
     import tensorflow as tf
 
@@ -63,7 +70,7 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str):
 
     model = build(model_name, "tensorflow", image_size=image_size)
     xs = [tf.random.normal((BATCH, image_size, image_size, 3), seed=i) for i in range(INPUTS)]
-    ys = [tf.random.uniform((BATCH,), 0, 10, dtype=tf.int32, seed=i) for i in range(INPUTS)]
+    ys = [tf.random.uniform((BATCH,), 0, model.output_shape[-1], dtype=tf.int32, seed=i) for i in range(INPUTS)]
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -76,77 +83,92 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str):
 
     @tf.function
     def infer(x):
-        return tf.reduce_mean(model(x, training=False))
+        return model(x, training=False)
 
     def run(steps: int) -> float:
         start = time.perf_counter()
+        out = None
         for i in range(steps):
             x, y = xs[i % INPUTS], ys[i % INPUTS]
-            (train(x, y) if mode == "train" else infer(x)).numpy()
+            out = train(x, y) if mode == "train" else infer(x)
+        out.numpy()
         return time.perf_counter() - start
 
-    run(3)  # trace and warm up outside the timing
     return run
 
 
-def _harness_rate(prepared, settings) -> tuple[float, int]:
-    """The harness's throughput: its timing loop, median of its windows."""
-    from .stats import median
-    from .timing import measure_prepared
-
-    timing = measure_prepared(prepared, settings)
-    return median([timing.steps_per_window * BATCH / s for s in timing.window_seconds]), timing.steps_per_window
-
-
-def _bare_rate(bare, steps_per_window: int, settings) -> float:
-    """The bare loop's throughput over the same windows: same warm-up, same steps, same median."""
+def _best_bare_loop(factory, model_name: str, image_size: int, mode: str, layouts: tuple[str, ...]):
+    """The hand-written loop at its faster layout: each warmed up, then three alternating windows each."""
     from .stats import median
 
-    bare(settings.warmup_steps)
-    return median([steps_per_window * BATCH / bare(steps_per_window) for _ in range(settings.windows)])
+    loops = {layout: factory(model_name, image_size, mode, layout) for layout in layouts}
+    steps = {}
+    for layout, run in loops.items():
+        run(3)
+        one = run(1)
+        steps[layout] = max(1, int(MIN_WINDOW_S / max(one, 1e-9)))
+    rates = {layout: [] for layout in loops}
+    for _ in range(3):
+        for layout, run in loops.items():
+            rates[layout].append(steps[layout] / run(steps[layout]))
+    best = max(loops, key=lambda layout: median(rates[layout]))
+    return best, loops[best], {layout: median(r) * BATCH for layout, r in rates.items()}
 
 
 def worker(framework: str) -> dict:
     from .backends import get_backend
     from .config import Config, Settings
-    from .stats import iqr, median
-    from .timing import HostClock, measure
+    from .measure import Session
+    from .monitors import ProcessMemory
+    from .stats import median, paired_ratio
+    from .timing import window
 
-    settings = Settings(warmup_steps=3, windows=5, min_window_s=0.1)
+    settings = Settings(warmup_steps=3, windows=PAIRS, min_window_s=MIN_WINDOW_S)
     backend = get_backend(framework)
     env = backend.setup_process(settings)
-    bare_factory = _bare_torch if framework == "torch" else _bare_tensorflow
+    backend.warm_framework()
+    memory = ProcessMemory()
+    memory.set_baseline()
+    factory = _bare_torch if framework == "torch" else _bare_tensorflow
+    layouts = ("channels_first", "channels_last") if framework == "torch" else ("channels_last",)
     results = {"framework": framework, "env": env, "cases": []}
-    for model_name, image_size in CASES:
+    for model_name, image_size in CASES[framework]:
         for mode in ("train", "infer"):
-            config = Config(framework, model_name, BATCH, mode, image_size=image_size)
-            prepared = backend.prepare(config, settings)
-            bare = bare_factory(model_name, image_size, mode)
-            ratios, harness_rates, bare_rates = [], [], []
-            steps_per_window = None
-            for alternation in range(ALTERNATIONS):
+            config = Config(
+                framework,
+                model_name,
+                BATCH,
+                mode,
+                image_size=image_size,
+                layout="auto" if framework == "torch" else "channels_last",
+            )
+            session = Session(backend, config, settings, env, memory)
+            session.prepare()
+            bare_layout, bare, bare_trial = _best_bare_loop(factory, model_name, image_size, mode, layouts)
+            harness_rates, bare_rates = [], []
+            for pair in range(PAIRS):
                 # Alternate which goes first, so a drift within a pair favours neither.
-                if alternation % 2 == 0:
-                    harness, steps_per_window = _harness_rate(prepared, settings)
-                    bare_rate = _bare_rate(bare, steps_per_window, settings)
-                else:
-                    bare_rate = _bare_rate(bare, steps_per_window, settings)
-                    harness, steps_per_window = _harness_rate(prepared, settings)
-                harness_rates.append(harness)
-                bare_rates.append(bare_rate)
-                ratios.append(harness / bare_rate)
-            backend.release()
+                for which in ("harness", "bare") if pair % 2 == 0 else ("bare", "harness"):
+                    if which == "harness":
+                        result = session.window()
+                        harness_rates.append(result["steps"] * BATCH / result["seconds"])
+                    else:
+                        steps = session.steps_per_window
+                        bare_rates.append(steps * BATCH / bare(steps))
+            ratio = paired_ratio(bare_rates, harness_rates)
+            layout = session.prepared.layout
+            session.finish()
             results["cases"].append(
                 {
                     "model": model_name, "image_size": image_size, "mode": mode, "batch": BATCH,
-                    "ratio_median": median(ratios), "ratio_iqr": iqr(ratios), "ratio_min": min(ratios),
-                    "ratio_max": max(ratios), "harness_img_s": median(harness_rates), "bare_img_s": median(bare_rates),
-                    "alternations": ALTERNATIONS,
+                    "harness_layout": layout, "bare_layout": bare_layout, "bare_layout_trial_img_s": bare_trial,
+                    "harness_img_s": median(harness_rates), "bare_img_s": median(bare_rates),
+                    "ratio": ratio.ratio, "ratio_low": ratio.low, "ratio_high": ratio.high, "pairs": ratio.pairs,
+                    "verdict": ratio.words(),
                 }
             )  # fmt: skip
-    noop = measure(
-        lambda: None, HostClock(lambda: None), warmup_steps=10, windows=5, min_window_s=0.05, max_window_steps=100_000
-    )
+            backend.release()
+    noop = window(lambda: None, lambda: None, 100_000, per_step_marks=True)
     results["noop_step_us"] = median(noop.step_seconds) * 1e6
     return results
 
@@ -167,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parent.parent
     all_results, rows = [], []
     for framework in [f.strip() for f in args.frameworks.split(",") if f.strip()]:
-        if framework not in ("torch", "tensorflow"):
-            print(f"error: unknown framework {framework!r}; valid frameworks: torch, tensorflow", file=sys.stderr)
+        if framework not in CASES:
+            print(f"error: unknown framework {framework!r}; valid frameworks: {', '.join(CASES)}", file=sys.stderr)
             return 2
         if not is_installed(framework):
             print(f"{framework}: not installed, skipped", file=sys.stderr)
@@ -183,27 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(output.strip().splitlines()[-1])
         all_results.append(result)
         for case in result["cases"]:
+            interval = f"[{case['ratio_low']:.3f}-{case['ratio_high']:.3f}]" if case["ratio_low"] is not None else "—"
             rows.append(
-                [framework, case["model"], case["image_size"], case["mode"], case["batch"], f"{case['harness_img_s']:.1f}",
-                 f"{case['bare_img_s']:.1f}", f"{case['ratio_median']:.3f}", f"{case['ratio_min']:.3f}–{case['ratio_max']:.3f}",
-                 f"{case['ratio_iqr']:.3f}"]
+                [framework, case["model"], case["image_size"], case["mode"], case["batch"],
+                 f"{case['harness_img_s']:.1f} ({case['harness_layout']})", f"{case['bare_img_s']:.1f} ({case['bare_layout']})",
+                 f"{case['ratio']:.3f}", interval]
             )  # fmt: skip
-        rows.append(
-            [framework, "no-op step", "—", "—", "—", "—", "—", "—", "—", f"{result['noop_step_us']:.2f} µs/step"]
-        )
-    headers = [
-        "framework",
-        "model",
-        "px",
-        "mode",
-        "batch",
-        "harness img/s",
-        "bare loop img/s",
-        "ratio (median)",
-        "range",
-        "IQR",
-    ]
-    print(f"Harness vs bare loop, {ALTERNATIONS} alternations each, in one run:")
+        rows.append([framework, "no-op step", "—", "—", "—", f"{result['noop_step_us']:.2f} µs/step", "—", "—", "—"])
+    headers = ["framework", "model", "px", "mode", "batch", "harness img/s (layout)", "hand-written loop img/s (its best layout)", "harness / loop", "95% interval"]  # fmt: skip
+    print(f"Harness vs a hand-written loop, {PAIRS} alternating pairs of windows each, in one run:")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=2) + "\n")
