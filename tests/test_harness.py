@@ -15,7 +15,7 @@ from bench.records import RunStore, load_records
 from bench.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = dict(warmup_steps=1, windows=5, min_window_s=0.0, timeout_s=20)
+FAST = dict(warmup_steps=1, windows=6, min_window_s=0.0, timeout_s=20)
 
 
 def plan_for(batch_sizes, models=("resnet20_cifar",), frameworks=("torch",), **settings):
@@ -78,7 +78,7 @@ def test_every_record_has_every_field_and_the_environment(tmp_path, monkeypatch)
 
     assert set(RECORD_FIELDS) <= set(record)
     assert record["env"]["host"] == "test" and record["env"]["intra_op_threads"] >= 1
-    assert len(record["window_throughputs_img_s"]) == 5
+    assert len(record["window_throughputs_img_s"]) == 6
     assert record["gpu_util_pct_mean"] is None and "no GPU" in record["unavailable"]["gpu_util_pct_mean"]
     assert record["flops_per_img"] == 2 * 40_551_040  # ResNet-20 at 32 px: 40.6 MMACs (He et al. 2015)
 
@@ -163,7 +163,7 @@ def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
         (["--modes", "fit"], "valid modes: train, infer"),
         (["--image-size", "16", "--models", "vgg11"], "at least 32 px"),
         (["--preset", "huge"], "valid presets: cpu-default, gpu-full, smoke"),
-        (["--windows", "3"], "windows on the command line must be between 5 and 1000, got 3"),
+        (["--windows", "5"], "windows on the command line must be between 6 and 1000, got 5"),
         (["--out", "/proc/forbidden/run"], "not writable"),
         (["--models", ""], "no models given"),
         (["--batch-sizes", ","], "no batch sizes given"),
@@ -238,7 +238,7 @@ def test_a_toml_preset_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
         ("tensorflow", 1), ("tensorflow", 2), ("torch", 1), ("torch", 2),
     ]  # fmt: skip
     assert json.loads((out / "plan.json").read_text())["preset"] == "tiny"
-    assert "TensorFlow vs PyTorch" in (out / "report.md").read_text()
+    assert "tensorflow vs torch" in (out / "report.md").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text("batch_size = 4\n")
     assert main(["run", "--preset", str(bad)]) == 2

@@ -141,7 +141,7 @@ def test_ctrl_c_during_a_worker_start_up_ends_that_worker(tmp_path):
     process = subprocess.Popen(
         args, cwd=ROOT, env=fake_env(start_delay_s=60), stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
     )
-    assert wait_until(lambda: (tmp_path / "run" / "worker-torch.log").exists())  # the worker is starting
+    assert wait_until(lambda: any((tmp_path / "run").glob("worker-torch*.log")))  # the worker is starting
     time.sleep(1.0)
     workers = children_of(process.pid)
     assert workers

@@ -17,6 +17,10 @@ import keras  # noqa: E402
 TOLERANCE = 1e-4
 # One model per family and block kind.
 MODELS = ["vgg11", "vgg11_bn", "resnet18", "resnet50", "resnet20_cifar", "plain20_cifar"]
+# Training checks leave VGG out: its 133M parameters trained in both frameworks (weights, gradients and
+# momentum, in float64 for the step check) took 16 GB, and tests build full-size models but do not train
+# them. VGG-BN's BatchNorm is the same layer as the ResNets', and the step code is shared by all families.
+TRAINED = [name for name in MODELS if not name.startswith("vgg")]
 SIZES = ["even", "odd"]
 
 
@@ -114,7 +118,7 @@ def train_step_keras(model, x, labels, lr):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", TRAINED)
 def test_training_loss_agrees_in_float32(name, size):
     """Batch statistics, dropout off: the fp32 training loss agrees within the tolerance."""
     size = side(name, size)
@@ -127,7 +131,7 @@ def test_training_loss_agrees_in_float32(name, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", TRAINED)
 def test_one_training_step_agrees_in_float64(name, size, float64_keras):
     """One SGD step (momentum 0.9, batch statistics, dropout off) leaves the same weights and the same
     BN running statistics (PyTorch's unbiased variance update in both).

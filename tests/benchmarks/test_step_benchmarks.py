@@ -14,8 +14,7 @@ import pytest
 from bench import stats
 from bench.config import Config
 from bench.records import make_record
-from implementations import get_spec, is_installed
-from implementations.specs import flops_per_image
+from implementations import is_installed
 from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds
 
 FULL = os.environ.get("CNN_BENCH_FULL") == "1"
@@ -64,7 +63,7 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         min(step_seconds), benchmark._min_rounds, benchmark._max_time, bool(benchmark._warmup), benchmark._warmup or 0
     )
     benchmark.pedantic(one_step, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds, iterations=1)
-    finish = worker.request({"cmd": "finish"}, 600)
+    finish = worker.request({"cmd": "steps_end"}, 600)
     assert "error" not in finish, finish.get("error")
     after_warmup = step_seconds[SUITE_WARMUP_STEPS:]
     applied = {
@@ -83,7 +82,6 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         return
     timed = after_warmup[plan.warmup_rounds :]
 
-    flops = flops_per_image(get_spec(model), image_size)
     pairs = [timed[i] + timed[i + 1] for i in range(0, len(timed) - 1, 2)]  # windows of two steps
     summary = stats.throughput_summary(pairs, [2 * batch] * len(pairs))
     throughput = summary["throughput_img_s"]
@@ -97,8 +95,6 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         peak_memory_bytes=finish["peak_memory_bytes"],
         memory_source=finish["memory_source"],
         cpu_util_cores=finish["cpu_util_cores"],
-        flops_per_img=flops,
-        achieved_tflops=flops * (3 if mode == "train" else 1) * throughput / 1e12,
         env=finish["env"],
         unavailable={"gpu_util_pct_mean": "no NVML sampling in the pytest-benchmark suite"},
     )
@@ -106,7 +102,7 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         throughput_img_s=throughput,
         peak_memory_bytes=finish["peak_memory_bytes"],
         cpu_util_cores=finish["cpu_util_cores"],
-        flops_per_img=flops,
+        flops_per_img=record["flops_per_img"],
         applied=applied,
         record=record,
     )
