@@ -5,149 +5,71 @@ hook: a chosen dtype, given inputs, a fresh model) runs on weights transferred f
 in both directions. Inference: the logits of every step agree. Training: the weight updates after 3 steps
 of SGD with momentum 0.9 (so the momentum buffers are exercised) agree, parameter by parameter and for
 BatchNorm's running statistics. The Keras model's weights are read back through the weight mapping into a
-PyTorch model, so both sides are compared under the same names.
+PyTorch model, so both sides are compared under the same names (tests/timed_steps_case.py).
 
 Float64 separates an implementation difference from rounding: 1e-4 relative. In float32, three
 momentum steps at batch 4 are ill-conditioned in PyTorch itself: PyTorch float32 against PyTorch float64
 differs by 2.3e-2 (ResNet-20 CIFAR), 0.68 (ResNet-18, 64 px) and 1.5 (ResNet-50, 64 px) in the worst
 weight update, so a float32 comparison between frameworks can only be held to a multiple of that gap
 (FLOAT32_TOLERANCE, on ResNet-20 CIFAR), and the float64 comparisons are the proof.
+
+Each case runs in a process of its own: TensorFlow keeps what it allocates for the life of a process,
+and these cases together would hold over 5 GB in one.
 """
 
-import numpy as np
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs torch (extra: torch)")
-tf = pytest.importorskip("tensorflow", reason="needs TensorFlow (extra: tensorflow)")
-import keras  # noqa: E402
+from tests.timed_steps_case import CASES, FLOAT32_TOLERANCE, PYTORCH_FP32_GAP, TOLERANCE
 
-from bench.backends import StepHook  # noqa: E402
-from bench.backends.tf_backend import TensorFlowBackend  # noqa: E402
-from bench.backends.torch_backend import TorchBackend  # noqa: E402
-from bench.config import Config, Settings  # noqa: E402
-from implementations import build, get_spec, keras_to_torch, torch_to_keras  # noqa: E402
-
-TOLERANCE = 1e-4
-STEPS = 3
-BATCH = 4
-# Measured on resnet20_cifar, 32 px, batch 4, these inputs, 3 momentum steps: PyTorch float32 against
-# PyTorch float64 differed by 2.27e-2 relative (max |difference| / max |update|, worst tensor:
-# layer3.2.conv2.weight; our 2-core CPU, torch 2.13). Between frameworks, float32 is allowed three times that.
-PYTORCH_FP32_GAP = 2.27e-2
-FLOAT32_TOLERANCE = 3 * PYTORCH_FP32_GAP
-ZERO = 1e-6  # updates that are zero in exact arithmetic (a VGG-BN conv bias) are compared absolutely
-
-CASES = [("resnet20_cifar", 32), ("resnet18", 64), ("resnet50", 64)]  # option-A, basic, bottleneck
+pytest.importorskip("torch", reason="needs torch (extra: torch)")
+pytest.importorskip("tensorflow", reason="needs TensorFlow (extra: tensorflow)")
+ROOT = Path(__file__).resolve().parent.parent
+DIRECTIONS = ["torch->keras", "keras->torch"]
 
 
-@pytest.fixture(autouse=True)
-def restore_keras_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
-
-
-def hook(model: str, size: int, dtype: str) -> StepHook:
-    rng = np.random.default_rng(3)
-    classes = get_spec(model).default_classes
-    return StepHook(
-        dtype=dtype,
-        inputs=tuple(rng.standard_normal((BATCH, 3, size, size)) for _ in range(STEPS)),
-        labels=tuple(rng.integers(0, classes, BATCH) for _ in range(STEPS)),
-        dropout=0.0,
+def run_case(*args) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.timed_steps_case", *map(str, args)], cwd=ROOT, capture_output=True, text=True
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def prepare_both(model: str, size: int, mode: str, dtype: str, direction: str):
-    step_hook = hook(model, size, dtype)
-    settings = Settings()
-    torch_side = TorchBackend().prepare(
-        Config("torch", model, BATCH, mode, image_size=size, layout="channels_first"), settings, step_hook
-    )
-    keras_side = TensorFlowBackend().prepare(Config("tensorflow", model, BATCH, mode, image_size=size, layout="channels_last"), settings, step_hook)  # fmt: skip
-    if direction == "torch->keras":
-        torch_to_keras(torch_side.model, keras_side.model)
-    else:
-        keras_to_torch(keras_side.model, torch_side.model)
-    return torch_side, keras_side
+def worst(differences: dict) -> tuple[str, float]:
+    name = max(differences, key=differences.get)
+    return name, differences[name]
 
 
-def keras_state(keras_model, model: str, size: int, dtype: str) -> dict:
-    """The Keras model's weights under PyTorch's names, through the weight mapping."""
-    reader = build(model, "torch", image_size=size, dropout=0.0)
-    reader = reader.double() if dtype == "float64" else reader
-    keras_to_torch(keras_model, reader)
-    return {k: v.detach().clone() for k, v in reader.state_dict().items()}
-
-
-def state(torch_model) -> dict:
-    return {k: v.detach().clone() for k, v in torch_model.state_dict().items()}
-
-
-def relative(reference: np.ndarray, other: np.ndarray, tolerance: float) -> float:
-    scale = np.max(np.abs(reference))
-    difference = np.max(np.abs(reference - other))
-    return float(difference / scale if scale >= ZERO else difference / ZERO * tolerance)
-
-
-def update_differences(model, size, dtype, direction) -> dict[str, float]:
-    torch_side, keras_side = prepare_both(model, size, "train", dtype, direction)
-    before = state(torch_side.model)
-    for _ in range(STEPS):
-        torch_side.step()
-        keras_side.step()
-    after_torch, after_keras = state(torch_side.model), keras_state(keras_side.model, model, size, dtype)
-    tolerance = TOLERANCE if dtype == "float64" else FLOAT32_TOLERANCE
-    differences = {}
-    for name, start in before.items():
-        if not start.is_floating_point():
-            continue  # num_batches_tracked
-        torch_update = (after_torch[name] - start).double().numpy()
-        keras_update = (after_keras[name] - start).double().numpy()
-        differences[name] = relative(torch_update, keras_update, tolerance)
-    return differences
-
-
-@pytest.mark.parametrize("direction", ["torch->keras", "keras->torch"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("model,size", CASES)
 def test_the_timed_training_steps_give_the_same_updates_in_float64(model, size, direction):
-    differences = update_differences(model, size, "float64", direction)
-    worst = max(differences, key=differences.get)
-    assert differences[worst] < TOLERANCE, f"{worst}: {differences[worst]:.2e}"
-    assert any("running_var" in name for name in differences)  # BatchNorm statistics compared too
+    differences = run_case(model, size, "train", "float64", direction)
+    name, value = worst(differences)
+    assert value < TOLERANCE, f"{name}: {value:.2e}"
+    assert any("running_var" in key for key in differences)  # BatchNorm statistics compared too
 
 
-@pytest.mark.parametrize("direction", ["torch->keras", "keras->torch"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("model,size,dtype", [*((m, s, "float64") for m, s in CASES), ("vgg11_bn", 32, "float32")])
 def test_the_timed_inference_steps_give_the_same_logits(model, size, dtype, direction):
     """VGG-11-BN in float32: its 133M parameters in float64 in both frameworks would take most of the
     tests' memory, and inference logits are well-conditioned in float32 (1e-4, as the transfer tests)."""
-    torch_side, keras_side = prepare_both(model, size, "infer", dtype, direction)
-    for _ in range(STEPS):
-        reference, other = torch_side.step().double().numpy(), np.asarray(keras_side.step(), dtype=np.float64)
-        assert relative(reference, other, TOLERANCE) < TOLERANCE
+    name, value = worst(run_case(model, size, "infer", dtype, direction))
+    assert value < TOLERANCE, f"{name}: {value:.2e}"
 
 
 def test_the_timed_training_steps_agree_in_float32_within_the_stated_tolerance():
-    differences = update_differences("resnet20_cifar", 32, "float32", "torch->keras")
-    worst = max(differences, key=differences.get)
-    assert differences[worst] < FLOAT32_TOLERANCE, f"{worst}: {differences[worst]:.2e}"
+    name, value = worst(run_case("resnet20_cifar", 32, "train", "float32", "torch->keras"))
+    assert value < FLOAT32_TOLERANCE, f"{name}: {value:.2e}"
 
 
 def test_float32_tolerance_is_above_pytorchs_own_float32_gap():
-    """The basis of FLOAT32_TOLERANCE: PyTorch float32 against PyTorch float64, same steps, same start."""
-    updates = {}
-    for dtype in ("float32", "float64"):
-        side = TorchBackend().prepare(
-            Config("torch", "resnet20_cifar", BATCH, "train", image_size=32, layout="channels_first"),
-            Settings(),
-            hook("resnet20_cifar", 32, dtype),
-        )
-        before = state(side.model)
-        for _ in range(STEPS):
-            side.step()
-        after = state(side.model)
-        updates[dtype] = {k: (after[k] - v).double().numpy() for k, v in before.items() if v.is_floating_point()}
-    gap = max(relative(updates["float64"][k], updates["float32"][k], FLOAT32_TOLERANCE) for k in updates["float64"])
-    assert PYTORCH_FP32_GAP / 10 < gap <= PYTORCH_FP32_GAP * 3, f"measured gap {gap:.2e}"
+    """The basis of FLOAT32_TOLERANCE, measured again: PyTorch float32 against PyTorch float64."""
+    gap = run_case("gap")["gap"]
+    assert PYTORCH_FP32_GAP / 3 < gap <= PYTORCH_FP32_GAP * 3, f"measured gap {gap:.2e}"
     assert FLOAT32_TOLERANCE > gap
