@@ -32,7 +32,7 @@ def _nvml_sampler() -> NvmlSampler | None:
 
 def warmup_cap_s(settings: Settings) -> float:
     """Warm-up stops at this many seconds even if the step time still improves (recorded as not steady)."""
-    return max(2.0, 5 * settings.min_window_s)
+    return max(2.0, 4 * settings.min_window_s)
 
 
 def weights_bound_bytes(params: int, mode: str) -> int:
@@ -82,7 +82,7 @@ class Session:
             params=self.prepared.params,
         )
         self.measured["peak_memory_first_step_bytes"] = self._peak()
-        self.memory.reset_peak()
+        self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
         backend.reset_peak_memory(config)
         self.steps_per_window = timing.steps_per_window(step_s, settings.min_window_s, settings.max_window_steps)
         self.sampler = _nvml_sampler() if config.device == "cuda" else None
@@ -98,7 +98,7 @@ class Session:
         first, second = LAYOUTS_TRIED
         prepared.set_layout(second)
         timing.timed_step(prepared.step, prepared.sync)  # the first step in this format
-        warm = timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings))
+        warm = timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings) / 2)
         steps = timing.steps_per_window(
             min(first_layout_step_s, warm.step_estimate_s), settings.min_window_s / 2, settings.max_window_steps
         )
@@ -111,7 +111,9 @@ class Session:
         faster = second if stats.median(ratios) > 1 else first
         decided = all((r > 1 + LAYOUT_MARGIN) for r in ratios) or all((r < 1 - LAYOUT_MARGIN) for r in ratios)
         chosen = faster if decided else first
-        prepared.set_layout(chosen)
+        if chosen != layout:  # the last trial window ran the other format: settle in the chosen one
+            prepared.set_layout(chosen)
+            timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings) / 2)
         return {
             f"{first}_img_s": stats.median(rates[first]),
             f"{second}_img_s": stats.median(rates[second]),

@@ -28,17 +28,18 @@ def is_installed(framework: str) -> bool:
     return importlib.util.find_spec(_MODULES[canonical_framework(framework)]) is not None
 
 
-def require(framework: str):
+def require(framework: str, torch_first: bool = True):
     """Import and return the framework's module, or say which extra installs it.
 
     TensorFlow is imported after torch whenever torch is installed: with a CUDA build of torch,
-    importing TensorFlow first and then anything that loads triton crashed the process.
+    importing TensorFlow first and then anything that loads triton crashed the process. A process that
+    will never use torch (the harness's TensorFlow worker) passes torch_first=False and saves the import.
     """
     framework = canonical_framework(framework)
     if not is_installed(framework):
         raise FrameworkNotInstalledError(
             f"{framework} is not installed; install it with: pip install 'cnn-bench[{_EXTRAS[framework]}]'"
         )
-    if framework == "tensorflow" and is_installed("torch"):
+    if framework == "tensorflow" and torch_first and is_installed("torch"):
         importlib.import_module("torch")
     return importlib.import_module(_MODULES[framework])

@@ -19,7 +19,7 @@ from implementations import build, count_params, require  # noqa: E402
 from ..config import Config, Settings  # noqa: E402
 from . import Prepared, StepHook  # noqa: E402
 
-tf = require("tensorflow")
+tf = require("tensorflow", torch_first=False)  # this worker never loads torch, so never triton
 import keras  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
