@@ -100,7 +100,7 @@ class Session:
         timing.timed_step(prepared.step, prepared.sync)  # the first step in this format
         warm = timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings) / 2)
         steps = timing.steps_per_window(
-            min(first_layout_step_s, warm.step_estimate_s), settings.min_window_s / 2, settings.max_window_steps
+            min(first_layout_step_s, warm.step_estimate_s), settings.min_window_s / 4, settings.max_window_steps
         )
         rates: dict[str, list[float]] = {first: [], second: []}
         for round_index in range(LAYOUT_TRIAL_ROUNDS):
@@ -126,12 +126,14 @@ class Session:
             "step_estimate_s": batch / stats.median(rates[chosen]),
         }
 
-    def window(self) -> dict:
+    def window(self, discard: bool = False) -> dict:
+        """One timed window; a discarded one (settling the cell before its first pair) is not kept."""
         per_step = self.config.device == "cpu"  # synchronous execution: a clock read per step is exact
         cpu_start = time.process_time()
         result = timing.window(self.prepared.step, self.prepared.sync, self.steps_per_window, per_step)
-        self.cpu_seconds += time.process_time() - cpu_start
-        self.windows.append(result)
+        if not discard:
+            self.cpu_seconds += time.process_time() - cpu_start
+            self.windows.append(result)
         return {"seconds": result.seconds, "steps": self.steps_per_window}
 
     def _peak(self) -> int | None:

@@ -158,12 +158,15 @@ class Runner:
 
     @staticmethod
     def _lifetime_key(config: Config) -> tuple:
-        """What a CPU worker may hold in its life, so its resident peaks belong to one configuration:
-        a PyTorch worker one model (tests/test_memory.py shows its peaks equal a fresh worker's), a
-        TensorFlow worker one configuration (it keeps per-shape state, 40 MiB for ResNet-20 CIFAR
-        training, after a configuration ends, so only a fresh worker gives that configuration's peak)."""
+        """What a CPU worker may hold in its life, so its resident peaks belong to one configuration
+        (tests/test_memory.py checks each reuse against a fresh worker): a PyTorch worker one model; a
+        TensorFlow worker one model's inference, or one training configuration (after training,
+        TensorFlow keeps per-shape state resident, 40 MiB for ResNet-20 CIFAR, so only a fresh worker
+        gives the next training configuration's peak)."""
         model = (config.model, config.image_size, config.precision, config.compile)
-        return model if config.framework == "torch" else (*model, config.mode, config.batch_size)
+        if config.framework == "torch":
+            return model
+        return (*model, config.mode) + ((config.batch_size,) if config.mode == "train" else ())
 
     def _worker(self, config: Config) -> Worker:
         slot = self._slot(config)
@@ -227,10 +230,12 @@ class Runner:
                 records[config] = reply["record"]
             else:
                 active.append(config)
-        for window_index in range(settings.windows):
+        # One untimed pair first: preparing an engine (TensorFlow's above all) left the machine unsettled
+        # for about a second, and the first timed PyTorch window of VGG-11 training ran 3x slow.
+        for window_index in range(-1, settings.windows):
             for config in active if window_index % 2 == 0 else active[::-1]:
                 if config not in records:
-                    reply = self._ask(config, {"cmd": "window", "id": ids[config]})
+                    reply = self._ask(config, {"cmd": "window", "id": ids[config], "discard": window_index < 0})
                     if "record" in reply:
                         records[config] = reply["record"]
         cell = {"cell_id": cell_id, "pairing": "interleaved" if len(active) > 1 else "alone"}

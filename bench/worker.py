@@ -5,7 +5,7 @@ framework prints can never corrupt it). The runner (runner.Worker, the client si
 stdin and reads one reply per request:
 
   {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
-  {"cmd": "window", "id": K}                     -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
+  {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
   {"cmd": "measure", "config": {...}}            -> {"record": {...}}   (prepare, every window, finish)
   {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
@@ -81,7 +81,8 @@ def main() -> int:
                 sessions[key] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
                 reply(session_call(key, lambda s: {"prepared": s.prepare()}))
             elif command == "window":
-                reply(session_call(request["id"], lambda s: {"window": s.window()}))
+                discard = bool(request.get("discard"))
+                reply(session_call(request["id"], lambda s, discard=discard: {"window": s.window(discard)}))
             elif command == "finish":
                 key, cell = request["id"], request.get("cell")
                 reply(session_call(key, lambda s, cell=cell: {"record": s.finish(cell)}))
