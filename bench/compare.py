@@ -140,7 +140,7 @@ class RatioConsistency:
     cells: int  # engine comparisons present in both runs
     contradictions: list[str]  # one run says faster beyond its interval, the other slower beyond its own
     agreeing: int  # ratios within AGREEMENT of each other
-    decided: tuple[int, int]  # comparisons whose interval excludes 1, in each run
+    decided: tuple[int, int]  # comparisons whose interval lies beyond the noise margin, in each run
     total: tuple[int, int]  # comparisons in each run
 
 
@@ -182,7 +182,7 @@ def render_consistency(result: RatioConsistency) -> str:
         f"{len(result.contradictions)}",
         f"- ratios within {AGREEMENT:.0%} of each other: {result.agreeing} of {result.cells} "
         f"({result.agreeing / result.cells:.0%})",
-        f"- decided (interval excludes 1): {result.decided[0]} of {result.total[0]} in the baseline run "
+        f"- decided (interval beyond the noise margin): {result.decided[0]} of {result.total[0]} in the baseline run "
         f"({result.decided[0] / max(result.total[0], 1):.0%}), {result.decided[1]} of {result.total[1]} in the "
         f"candidate ({result.decided[1] / max(result.total[1], 1):.0%})",
     ]

@@ -298,7 +298,8 @@ def _comparison_method() -> list[str]:
         "img/s over baseline img/s) and its 95% interval is the distribution-free interval for a median (order",
         "statistics of the pair ratios, binomial coverage; at least 6 pairs). Engines that ran one after the",
         "other (a GPU) get the ratio of medians with the interval formed by each median's own interval. A",
-        "ratio whose interval includes 1 is reported as *same within noise*.",
+        f"difference is called only when the whole interval lies beyond {tables.NOISE_MARGIN:.0%} either way (the",
+        "run-to-run drift measured on our CPU); otherwise it reads *same within noise*.",
         "",
     ]
 

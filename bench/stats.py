@@ -100,10 +100,12 @@ class Ratio:
     high: float | None
     pairs: int  # paired windows (0 when the engines ran one after the other)
     method: str  # "paired" or "sequential"
+    margin: float = 0.0  # differences inside (1 + margin) either way are not called
 
     @property
     def decided(self) -> bool:
-        return self.low is not None and (self.low > 1.0 or self.high < 1.0)
+        """The whole interval lies beyond the margin: faster or slower by more than it, at 95%."""
+        return self.low is not None and (self.low > 1.0 + self.margin or self.high < 1.0 / (1.0 + self.margin))
 
     def words(self) -> str:
         """'1.23x faster [1.10-1.35]', 'same within noise [0.95-1.04]', or without an interval."""
@@ -117,7 +119,9 @@ def _speed(ratio: float) -> str:
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
 
 
-def paired_ratio(baseline_rates: Sequence[float], engine_rates: Sequence[float], level: float = 0.95) -> Ratio:
+def paired_ratio(
+    baseline_rates: Sequence[float], engine_rates: Sequence[float], level: float = 0.95, margin: float = 0.0
+) -> Ratio:
     """Windows taken in alternation (pair i = window i of each engine): the median of the per-pair
     ratios, with the distribution-free interval of that median. A drift of the machine moves both
     windows of a pair alike, so it cancels in the pair's ratio."""
@@ -125,14 +129,16 @@ def paired_ratio(baseline_rates: Sequence[float], engine_rates: Sequence[float],
     if not pairs:
         raise ValueError("no paired windows")
     interval = median_interval(pairs, level)
-    return Ratio(median(pairs), *(interval or (None, None)), pairs=len(pairs), method="paired")
+    return Ratio(median(pairs), *(interval or (None, None)), pairs=len(pairs), method="paired", margin=margin)
 
 
-def sequential_ratio(baseline_rates: Sequence[float], engine_rates: Sequence[float], level: float = 0.95) -> Ratio:
+def sequential_ratio(
+    baseline_rates: Sequence[float], engine_rates: Sequence[float], level: float = 0.95, margin: float = 0.0
+) -> Ratio:
     """Engines measured one after the other (a GPU): the ratio of medians, with the conservative
     interval formed by the two medians' own intervals (lowest engine over highest baseline, and so on)."""
     base, engine = median_interval(baseline_rates, level), median_interval(engine_rates, level)
     ratio = median(engine_rates) / median(baseline_rates)
     if base is None or engine is None:
-        return Ratio(ratio, None, None, pairs=0, method="sequential")
-    return Ratio(ratio, engine[0] / base[1], engine[1] / base[0], pairs=0, method="sequential")
+        return Ratio(ratio, None, None, pairs=0, method="sequential", margin=margin)
+    return Ratio(ratio, engine[0] / base[1], engine[1] / base[0], pairs=0, method="sequential", margin=margin)

@@ -252,3 +252,13 @@ def test_two_runs_are_checked_for_contradictions_agreement_and_decided_cells():
     same = ratio_consistency(run_a, paired_records("resnet20_cifar", 2, base, noisy, "c1"))
     assert same.contradictions == [] and same.decided == (2, 0)
     assert "contradictions (faster beyond the interval in one run" in render_consistency(result)
+
+
+def test_a_difference_inside_the_margin_is_not_called():
+    base = [100.0] * 9
+    slightly = [103.0, 102, 104, 103, 103, 102, 104, 103, 103]  # 3% faster, tightly: [1.02-1.04]
+    assert stats.paired_ratio(base, slightly).decided  # no margin: the interval excludes 1
+    within = stats.paired_ratio(base, slightly, margin=0.05)
+    assert not within.decided and within.words() == "same within noise [1.02-1.04]"
+    assert stats.paired_ratio(base, [x * 1.05 for x in slightly], margin=0.05).decided  # [1.07-1.09]
+    assert tables.NOISE_MARGIN == 0.05
