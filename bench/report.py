@@ -299,7 +299,8 @@ def _comparison_method() -> list[str]:
         "statistics of the pair ratios, binomial coverage; at least 6 pairs). Engines that ran one after the",
         "other (a GPU) get the ratio of medians with the interval formed by each median's own interval. A",
         f"difference is called only when the whole interval lies beyond {tables.NOISE_MARGIN:.0%} either way (the",
-        "run-to-run drift measured on our CPU); otherwise it reads *same within noise*.",
+        "run-to-run drift measured on our CPU): an interval holding 1 reads *same within noise*, one that excludes",
+        f"1 but not the {tables.NOISE_MARGIN:.0%} band reads *within the margin*.",
         "",
     ]
 

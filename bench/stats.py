@@ -108,11 +108,16 @@ class Ratio:
         return self.low is not None and (self.low > 1.0 + self.margin or self.high < 1.0 / (1.0 + self.margin))
 
     def words(self) -> str:
-        """'1.23x faster [1.10-1.35]', 'same within noise [0.95-1.04]', or without an interval."""
-        interval = f" [{self.low:.2f}-{self.high:.2f}]" if self.low is not None else " [no interval]"
-        if not self.decided:
-            return ("same within noise" if self.low is not None else _speed(self.ratio)) + interval
-        return _speed(self.ratio) + interval
+        """'1.23x faster [1.10-1.35]', 'same within noise [0.95-1.04]' (the interval holds 1),
+        '1.03x faster, within the 5% margin [1.02-1.04]', or without an interval."""
+        if self.low is None:
+            return _speed(self.ratio) + " [no interval]"
+        interval = f" [{self.low:.2f}-{self.high:.2f}]"
+        if self.decided:
+            return _speed(self.ratio) + interval
+        if self.low <= 1.0 <= self.high:
+            return "same within noise" + interval
+        return f"{_speed(self.ratio)}, within the {self.margin:.0%} margin" + interval
 
 
 def _speed(ratio: float) -> str:

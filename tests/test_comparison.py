@@ -259,6 +259,6 @@ def test_a_difference_inside_the_margin_is_not_called():
     slightly = [103.0, 102, 104, 103, 103, 102, 104, 103, 103]  # 3% faster, tightly: [1.02-1.04]
     assert stats.paired_ratio(base, slightly).decided  # no margin: the interval excludes 1
     within = stats.paired_ratio(base, slightly, margin=0.05)
-    assert not within.decided and within.words() == "same within noise [1.02-1.04]"
+    assert not within.decided and within.words() == "1.03x faster, within the 5% margin [1.02-1.04]"
     assert stats.paired_ratio(base, [x * 1.05 for x in slightly], margin=0.05).decided  # [1.07-1.09]
     assert tables.NOISE_MARGIN == 0.05
