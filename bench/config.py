@@ -332,7 +332,6 @@ OPTIONS: dict[str, Option] = {
         Option("max_batch_limit", int, low=1, high=MAX_BATCH_SIZE),
     )
 }
-OPTION_NAMES = tuple(OPTIONS)
 
 
 # --- validation -------------------------------------------------------------------------------------

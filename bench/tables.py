@@ -33,15 +33,6 @@ def sig3(value) -> str:
     return f"{rounded:,.{digits}f}"
 
 
-def ratio_words(ratio: float | None) -> str:
-    """'1.23x faster' / '1.10x slower' / 'same' for a throughput ratio."""
-    if ratio is None:
-        return "—"
-    if abs(ratio - 1.0) < 0.005:
-        return "same"
-    return f"{ratio:.2f}x faster" if ratio > 1 else f"{1 / ratio:.2f}x slower"
-
-
 def model_order(names) -> list[str]:
     known = list_models()
     rank = {n: i for i, n in enumerate(known)}

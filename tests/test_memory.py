@@ -43,7 +43,7 @@ CASES = [("vgg11", ["infer"]), ("resnet20_cifar", ["infer", "train"])]
 @pytest.mark.parametrize("model,modes", CASES)
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
 def test_a_reused_worker_gives_the_peak_of_a_fresh_worker(tmp_path, framework, model, modes):
-    pytest.importorskip(framework)
+    pytest.importorskip(framework, reason=f"{framework} is not installed (extra: {framework})")
     reused = peaks(tmp_path / "reused", framework, model, [2, 8], modes)
     for (mode, batch), record in reused.items():
         (fresh,) = peaks(tmp_path / f"fresh-{mode}-{batch}", framework, model, [batch], [mode]).values()
