@@ -172,10 +172,9 @@ class Session:
         )
         unavailable: dict[str, str] = {}
         bound = weights_bound_bytes(self.prepared.params, config.mode)
-        measured["memory_bound_bytes"] = bound
-        for name, value in (("peak_memory_bytes", peak), ("peak_memory_first_step_bytes", measured.get(
-            "peak_memory_first_step_bytes"
-        ))):  # fmt: skip
+        measured.update(memory_bound_bytes=bound, peak_memory_bytes=peak)
+        for name in ("peak_memory_bytes", "peak_memory_first_step_bytes"):
+            value = measured.get(name)
             if value is not None and value < bound:
                 measured[name] = None
                 unavailable[name] = (
@@ -183,8 +182,6 @@ class Session:
                     f"({'weights, gradients and momentum' if config.mode == 'train' else 'weights'}): "
                     "a measurement error, not a result"
                 )
-            elif name == "peak_memory_bytes":
-                measured[name] = value
         measured["memory_source"] = peak_source
         device_name = self.prepared.device_name or self.process_env.get("device_name")
         peak_rate = peak_flops(device_name, config.precision, settings.tf32) if config.device == "cuda" else None
