@@ -190,12 +190,7 @@ def _load_plan(store) -> Plan:
     path = store.path / "plan.json"
     if not path.exists():
         raise UsageError(f"{store.path} is not a run directory (no plan.json)")
-    try:
-        return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
-        raise UsageError(
-            f"{path} is not a valid plan ({type(error).__name__}: {error}); the run cannot be resumed"
-        ) from None
+    return Plan.read(path)
 
 
 def cmd_run(args) -> int:

@@ -7,6 +7,7 @@ edge (CLI, preset files) and raises UsageError with what was received and what i
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -97,6 +98,14 @@ class Plan:
             "max_batch_limit": self.max_batch_limit,
             "configs": [c.to_dict() for c in self.configs],
         }
+
+    @classmethod
+    def read(cls, path: Path) -> Plan:
+        """The plan in a run's plan.json; UsageError (exit 2) when it cannot be read as one."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise UsageError(f"{path} is not a valid plan ({type(error).__name__}: {error})") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:

@@ -143,8 +143,17 @@ class ResultsFile:
     torn_tail: bytes = b""  # bytes after the last newline that do not make a record (a crash mid-write)
     torn_line: int = 0
 
-    def check(self) -> None:
-        """Raise DamagedRunError naming every unusable line."""
+    def check(self, plan=None) -> None:
+        """Raise DamagedRunError naming every unusable line, and UsageError naming the lines that hold
+        configurations outside `plan` (records of another run)."""
+        if plan is not None:
+            planned = {c.key() for c in plan.configs}
+            foreign = [n for n, r in zip(self.lines, self.records) if record_config(r).key() not in planned]
+            if foreign:
+                raise UsageError(
+                    f"{self.path} holds records that are not in its plan.json (lines "
+                    f"{', '.join(map(str, foreign[:10]))}{' ...' if len(foreign) > 10 else ''}): they belong to another run"
+                )
         if self.problems:
             shown = "\n  ".join(self.problems[:20])
             more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""

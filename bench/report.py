@@ -50,19 +50,11 @@ def load_source(source: Path) -> Source:
     if source.is_dir() or source.suffix == ".jsonl":
         folder = source if source.is_dir() else source.parent
         results = read_results(folder / "results.jsonl" if source.is_dir() else source)
-        results.check()
-        plan = _read_json(folder / "plan.json")
-        plan = _plan(plan, folder / "plan.json") if plan is not None else None
+        plan = Plan.read(folder / "plan.json") if (folder / "plan.json").exists() else None
+        results.check(plan)
         current = current_records(results.records)
         missing: tuple[Config, ...] = ()
         if plan is not None:
-            planned = {c.key() for c in plan.configs}
-            foreign = [n for n, r in zip(results.lines, results.records) if record_config(r).key() not in planned]
-            if foreign:
-                raise UsageError(
-                    f"{results.path} holds records that are not in its plan.json (lines "
-                    f"{', '.join(map(str, foreign[:10]))}{' ...' if len(foreign) > 10 else ''}): they belong to another run"
-                )
             recorded = {record_config(r).key() for r in current}
             missing = tuple(c for c in plan.configs if c.key() not in recorded)
         warnings = tuple(w for w in (results.torn_warning(),) if w)
@@ -103,13 +95,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise UsageError(f"{path} is not valid JSON: {error}") from None
-
-
-def _plan(data, path: Path) -> Plan:
-    try:
-        return Plan.from_dict(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UsageError(f"{path} is not a valid plan ({type(error).__name__}: {error})") from None
 
 
 def write_report(source: Path, out: Path | None = None) -> Report:

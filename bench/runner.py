@@ -26,7 +26,7 @@ from pathlib import Path
 
 from implementations import is_installed
 
-from .config import Config, Plan, Settings, UsageError
+from .config import Config, Plan, Settings
 from .records import RETRYABLE, RunStore, current_records, make_record, read_results, record_config
 
 INSTALL_HINT = {"torch": "pip install 'cnn-bench[torch]'", "tensorflow": "pip install 'cnn-bench[tensorflow]'"}
@@ -310,15 +310,7 @@ class Runner:
         if warning:
             self._say(f"warning: {warning}; its configuration will be measured again")
         results = read_results(self.store.results)
-        results.check()
-        planned = {c.key() for c in self.plan.configs}
-        foreign = [n for n, r in zip(results.lines, results.records) if record_config(r).key() not in planned]
-        if foreign:
-            raise UsageError(
-                f"{self.store.results} holds records of configurations that are not in its plan.json "
-                f"(lines {', '.join(map(str, foreign[:10]))}{' ...' if len(foreign) > 10 else ''}): "
-                "they belong to another run"
-            )
+        results.check(self.plan)
         return current_records(results.records)
 
     def _append(self, record: dict) -> None:
