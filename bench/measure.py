@@ -54,16 +54,22 @@ class Session:
     windows: list = field(default_factory=list)
     cpu_seconds: float = 0.0
 
-    def prepare(self) -> dict:
-        config, settings, backend = self.config, self.settings, self.backend
+    def build(self) -> tuple[float, float]:
+        """Free what this configuration will not reuse, reset the peaks, build, and time the first step
+        apart: (build seconds, first-step seconds)."""
+        config, backend = self.config, self.backend
         gc.collect()
-        backend.drop_other(config, settings)
+        backend.drop_other(config, self.settings)
         self.memory.reset_peak()
         backend.reset_peak_memory(config)
         started = time.perf_counter()
-        self.prepared = backend.prepare(config, settings)
+        self.prepared = backend.prepare(config, self.settings)
         build_s = time.perf_counter() - started
-        first_step_s = timing.timed_step(self.prepared.step, self.prepared.sync)
+        return build_s, timing.timed_step(self.prepared.step, self.prepared.sync)
+
+    def prepare(self) -> dict:
+        config, settings, backend = self.config, self.settings, self.backend
+        build_s, first_step_s = self.build()
         warm = timing.warm_up(
             self.prepared.step, self.prepared.sync, min_steps=settings.warmup_steps, cap_s=warmup_cap_s(settings)
         )
@@ -81,7 +87,7 @@ class Session:
             warmup_steady=warm.steady,
             params=self.prepared.params,
         )
-        self.measured["peak_memory_first_step_bytes"] = self._peak()
+        self.measured["peak_memory_first_step_bytes"] = self.peak_memory()[0]
         self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
         backend.reset_peak_memory(config)
         self.steps_per_window = timing.steps_per_window(step_s, settings.min_window_s, settings.max_window_steps)
@@ -136,17 +142,17 @@ class Session:
             self.windows.append(result)
         return {"seconds": result.seconds, "steps": self.steps_per_window}
 
-    def _peak(self) -> int | None:
-        peak, _ = self.backend.peak_memory(self.config)
-        return self.memory.peak() if peak is None else peak
+    def peak_memory(self) -> tuple[int | None, str]:
+        """The peak since the last reset, and where it comes from: the device allocator, or resident memory."""
+        peak, source = self.backend.peak_memory(self.config)
+        return (self.memory.peak(), self.memory.source) if peak is None else (peak, source)
 
     def finish(self, cell: dict | None = None) -> dict:
         """The record: statistics over the windows, memory checked against the weights bound."""
         config, settings = self.config, self.settings
         if self.sampler:
             self.sampler.stop()
-        peak = self._peak()
-        peak_source = self.backend.peak_memory(config)[1] or self.memory.source
+        peak, peak_source = self.peak_memory()
         if config.device == "cuda":
             low, high = LATENCY_PASS_STEPS
             latency = timing.latency_pass(

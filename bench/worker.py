@@ -99,25 +99,17 @@ def main() -> int:
                 reply(session_call("measure", measure_all))
                 sessions.pop("measure", None)
             elif command == "setup":
-                config = Config.from_dict(request["config"])
                 if request.get("disable_gc"):  # --benchmark-disable-gc, applied where the steps run
                     gc.collect()
                     gc.disable()
-                backend.drop_other(config, settings)
-                memory.reset_peak()
-                backend.reset_peak_memory(config)
-                started = time.perf_counter()
-                stepping = backend.prepare(config, settings)
-                build_s = time.perf_counter() - started
-                first = timed_step(stepping.step, stepping.sync)
-                reply({"first_step_s": build_s + first, "params": stepping.params})
+                stepping = Session(backend, Config.from_dict(request["config"]), settings, process_env, memory)
+                build_s, first_s = stepping.build()
+                reply({"first_step_s": build_s + first_s, "params": stepping.prepared.params})
                 cpu_start, wall_start = time.process_time(), time.perf_counter()
             elif command == "step":
-                reply({"seconds": timed_step(stepping.step, stepping.sync)})
+                reply({"seconds": timed_step(stepping.prepared.step, stepping.prepared.sync)})
             elif command == "steps_end":
-                peak, source = backend.peak_memory(config)
-                if peak is None:
-                    peak, source = memory.peak(), memory.source
+                peak, source = stepping.peak_memory()
                 wall = time.perf_counter() - wall_start
                 cores = (time.process_time() - cpu_start) / wall if wall else None
                 stepping = None
