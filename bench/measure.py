@@ -117,9 +117,9 @@ class Session:
         faster = second if stats.median(ratios) > 1 else first
         decided = all((r > 1 + LAYOUT_MARGIN) for r in ratios) or all((r < 1 - LAYOUT_MARGIN) for r in ratios)
         chosen = faster if decided else first
-        if chosen != layout:  # the last trial window ran the other format: settle in the chosen one
+        if chosen != layout:  # the last trial window ran the other format, already warm from the trial
             prepared.set_layout(chosen)
-            timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings) / 2)
+            timing.timed_step(prepared.step, prepared.sync)  # the cell's settling windows follow
         return {
             f"{first}_img_s": stats.median(rates[first]),
             f"{second}_img_s": stats.median(rates[second]),

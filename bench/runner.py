@@ -148,7 +148,7 @@ class Runner:
         self.host_env = host_env
         self.out = out if out is not None else sys.stderr
         self.workers: dict[tuple, Worker] = {}
-        self.worker_models: dict[tuple, tuple] = {}  # what each worker was started for (_lifetime_key)
+        self.worker_held: dict[tuple, list[Config]] = {}  # the configurations each worker has taken
 
     # --- workers ----------------------------------------------------------------------------------
     @staticmethod
@@ -157,23 +157,28 @@ class Runner:
         return config.framework, config.layout
 
     @staticmethod
-    def _lifetime_key(config: Config) -> tuple:
-        """What a CPU worker may hold in its life, so its resident peaks belong to one configuration
-        (tests/test_memory.py checks each reuse against a fresh worker): a PyTorch worker one model; a
-        TensorFlow worker one model's inference, or one training configuration (after training,
-        TensorFlow keeps per-shape state resident, 40 MiB for ResNet-20 CIFAR, so only a fresh worker
-        gives the next training configuration's peak)."""
-        model = (config.model, config.image_size, config.precision, config.compile)
-        if config.framework == "torch":
-            return model
-        return (*model, config.mode) + ((config.batch_size,) if config.mode == "train" else ())
+    def _may_take(held: list[Config], config: Config) -> bool:
+        """Whether a CPU worker that has held `held` may take `config` with its resident peak still that
+        configuration's own (tests/test_memory.py checks each reuse against a fresh worker). A PyTorch
+        worker holds one model. A TensorFlow worker holds one model's inference configurations and then
+        one training configuration: after training, TensorFlow keeps per-shape state resident (40 MiB
+        for ResNet-20 CIFAR), so only a fresh worker gives the next training configuration's peak."""
+
+        def model(c: Config) -> tuple:
+            return c.model, c.image_size, c.precision, c.compile
+
+        if config in held:  # its own later requests
+            return True
+        if any(model(c) != model(config) for c in held):
+            return False
+        return config.framework == "torch" or all(c.mode != "train" for c in held)
 
     def _worker(self, config: Config) -> Worker:
         slot = self._slot(config)
         if (
             config.device == "cpu"
             and slot in self.workers
-            and self.worker_models.get(slot) != self._lifetime_key(config)
+            and not self._may_take(self.worker_held.get(slot, []), config)
         ):
             self.workers.pop(slot).close()
         if slot not in self.workers:
@@ -187,7 +192,9 @@ class Runner:
                 worker.close(kill=True)
                 raise
             self.workers[slot] = worker
-            self.worker_models[slot] = self._lifetime_key(config)
+            self.worker_held[slot] = []
+        if config not in self.worker_held[slot]:
+            self.worker_held[slot].append(config)
         return self.workers[slot]
 
     def _discard(self, config: Config) -> None:
