@@ -38,14 +38,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    models = commands.add_parser("models", help="list every model with parameters and GFLOPs")
+    models = commands.add_parser("models", help="list every model with parameters and GFLOPs, or one model by stage")
+    models.add_argument("name", nargs="?", help="one model: its parameters, MACs and activations per stage")
     models.add_argument("--image-size", type=int, default=None, help="input side in px (default 224; CIFAR family 32)")
     models.add_argument("--json", action="store_true", help="print JSON records instead of a table")
 
     run = commands.add_parser("run", help="measure a sweep (default: the preset for the detected hardware)")
     run.add_argument("--preset", help=f"named sweep ({', '.join(PRESETS)}) or a .toml file (default: by hardware)")
     run.add_argument("--profile", help=argparse.SUPPRESS)  # the old name of --preset, still accepted
-    run.add_argument("--frameworks", help="comma list: torch, tensorflow (default: both)")
+    run.add_argument(
+        "--frameworks", help="comma list of engines: torch, keras-tensorflow, keras-jax (default: the preset's)"
+    )
     run.add_argument("--models", help="comma list of names or globs such as 'resnet*', 'vgg1?_bn'")
     run.add_argument("--batch-sizes", help=f"comma list of integers from 1 to {MAX_BATCH_SIZE}")
     run.add_argument("--modes", help=f"comma list of {', '.join(MODES)} (default: both)")
@@ -57,7 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--layout",
         dest="layouts",
         help=f"PyTorch memory format: {', '.join(LAYOUTS)} (default auto: both timed after warm-up, the faster "
-        "measured; TensorFlow is always NHWC)",
+        "measured; the Keras engines are always NHWC)",
     )
     run.add_argument("--device", help=f"{', '.join(DEVICES)} (auto: cuda if an NVIDIA GPU is found; default auto)")
     run.add_argument("--threads", help="CPU threads for each framework, at most the cores (default 0: all cores)")
@@ -123,8 +126,15 @@ def cmd_models(args) -> int:
     from tabulate import tabulate
 
     from implementations import get_spec, list_models
-    from implementations.specs import check_image_size, flops_per_image, params_count
+    from implementations.lowering import flops_per_image, params_count
+    from implementations.specs import ModelNotFoundError, check_image_size
 
+    if args.name is not None:
+        try:
+            spec = get_spec(args.name)
+        except ModelNotFoundError as error:
+            raise UsageError(str(error)) from None
+        return _model_stages(spec, args)
     rows = []
     for name in list_models():
         spec = get_spec(name)
@@ -154,6 +164,50 @@ def cmd_models(args) -> int:
         tabulate(
             table,
             headers=["model", "family", "depth", "parameters", "px", "GFLOPs/img"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
+    return 0
+
+
+def _model_stages(spec, args) -> int:
+    """One model's lowered layers summed per stage: where its parameters, MACs and activations are."""
+    from dataclasses import asdict
+
+    from tabulate import tabulate
+
+    from implementations.lowering import lower, stage_costs
+
+    size = spec.default_image_size if args.image_size is None else args.image_size
+    try:
+        layers = lower(spec, size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    stages = stage_costs(layers)
+    if args.json:
+        print(json.dumps({"model": spec.name, "image_size": size, "stages": [asdict(s) for s in stages]}, indent=2))
+        return 0
+    params, macs = sum(s.params for s in stages), sum(s.macs for s in stages)
+    rows = [
+        [
+            s.stage,
+            s.layers,
+            f"{s.params:,}",
+            f"{s.params / params:.1%}",
+            f"{2 * s.macs / 1e9:.4g}",
+            f"{s.macs / macs:.1%}",
+            f"{s.activations * 4 / 2**20:.3g}",
+        ]  # fmt: skip
+        for s in stages
+    ]
+    rows.append(["total", len(layers), f"{params:,}", "100%", f"{2 * macs / 1e9:.4g}", "100%",
+                 f"{sum(s.activations for s in stages) * 4 / 2**20:.3g}"])  # fmt: skip
+    print(f"{spec.name} at {size} px, per image (activations: every layer's output in float32)")
+    print(
+        tabulate(
+            rows,
+            headers=["stage", "layers", "parameters", "share", "GFLOPs", "share", "activations MiB"],
             tablefmt="github",
             disable_numparse=True,
         )
@@ -279,7 +333,7 @@ def _print_plan(plan: Plan, store) -> None:
         f"image size {configs[0].image_size} px; modes {', '.join(dict.fromkeys(c.mode for c in configs))}; "
         f"precision {', '.join(dict.fromkeys(c.precision for c in configs))}",
         f"layout: PyTorch {', '.join(sorted({c.layout for c in configs if c.framework == 'torch'})) or '-'} "
-        "(auto: both memory formats timed after warm-up, the faster measured); TensorFlow NHWC",
+        "(auto: both memory formats timed after warm-up, the faster measured); Keras engines NHWC",
         f"threads per framework: {plan.settings.resolved_threads()}; windows {plan.settings.windows} of at least "
         f"{plan.settings.min_window_s:g} s; warm-up {plan.settings.warmup_steps} steps; timeout {plan.settings.timeout_s:g} s",
     ]

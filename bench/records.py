@@ -50,7 +50,7 @@ def make_record(
     the throughput (a training step counted as TRAIN_FLOPS_FACTOR forward passes), MFU against
     `peak_flops` where the device's peak is known."""
     from implementations import get_spec
-    from implementations.specs import flops_per_image
+    from implementations.lowering import flops_per_image
 
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
@@ -201,6 +201,8 @@ def read_results(path: Path) -> ResultsFile:
 
 
 def _parse_line(raw: bytes) -> tuple[dict | None, str | None]:
+    from implementations.frameworks import ALIASES
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -209,6 +211,8 @@ def _parse_line(raw: bytes) -> tuple[dict | None, str | None]:
         record = json.loads(text)
     except json.JSONDecodeError as error:
         return None, f"not JSON ({error.msg} at column {error.colno})"
+    if isinstance(record, dict) and record.get("framework") in ALIASES:  # older runs: "tensorflow"
+        record["framework"] = ALIASES[record["framework"]]
     problems = record_problems(record)
     if problems:
         return None, "; ".join(problems)

@@ -1,15 +1,15 @@
-"""VGG and ResNet in PyTorch and Keras 3 (TensorFlow backend), built from one spec, behind one interface.
+"""VGG and ResNet in PyTorch and Keras 3 (TensorFlow or JAX backend), built from one lowered spec.
 
     from implementations import list_models, build, count_params, flops_per_image
-    model = build("resnet50", "torch")                      # torch.nn.Module, torchvision names
-    model = build("resnet50", "tensorflow", image_size=64)  # keras.Model, NHWC
+    model = build("resnet50", "torch")                            # torch.nn.Module, torchvision names
+    model = build("resnet50", "keras-tensorflow", image_size=64)  # keras.Model, NHWC
 
 Importing this package needs neither framework.
 """
 
 from __future__ import annotations
 
-from . import specs
+from . import lowering
 from .frameworks import FRAMEWORKS, FrameworkNotInstalledError, canonical_framework, is_installed, require
 from .specs import ModelNotFoundError, check_image_size, get_spec, list_models
 
@@ -29,6 +29,7 @@ __all__ = [
     "canonical_framework",
     "keras_to_torch",
     "list_models",
+    "lowering",
     "torch_to_keras",
 ]
 
@@ -42,7 +43,8 @@ def build(
     dropout: float = 0.5,
     layout: str | None = None,
 ):
-    """Build model `name` natively in `framework` ("torch" or "tensorflow").
+    """Build model `name` natively for an engine: "torch" (an nn.Module), "keras-tensorflow" or "keras-jax"
+    (the same keras.Model on either Keras backend; aliases: tensorflow, tf, keras; jax).
 
     image_size: input side in pixels (default: 224 for ImageNet models, 32 for the CIFAR family); Keras
     models are built for that static size, PyTorch models accept any size of at least the minimum.
@@ -66,10 +68,10 @@ def build(
         require("torch")
         from .torch_models import build_torch
 
-        return build_torch(spec, num_classes, dropout, layout)
+        return build_torch(spec, num_classes, dropout, layout, image_size)
     if layout not in (None, "channels_last"):
         raise ValueError(f"Keras models are channels_last (NHWC) only; got layout {layout!r}")
-    require("tensorflow")
+    require(framework)  # sets Keras's backend first (refused if another is loaded)
     from .keras_models import build_keras
 
     return build_keras(spec, num_classes, dropout, image_size)
@@ -91,7 +93,7 @@ def _prod(shape) -> int:
 
 def flops_per_image(name: str, image_size: int | None = None, num_classes: int | None = None) -> int:
     """Forward FLOPs for one image (2 per multiply-accumulate of convolutions and linear layers)."""
-    return specs.flops_per_image(get_spec(name), image_size, num_classes)
+    return lowering.flops_per_image(get_spec(name), image_size, num_classes)
 
 
 def torch_to_keras(torch_model, keras_model) -> None:

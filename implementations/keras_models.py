@@ -1,5 +1,6 @@
-"""Keras 3 builder: turns a spec into a functional keras.Model whose layer names mirror the PyTorch
-module names ("layer1.0.conv1" becomes "layer1_0_conv1"), so weight transfer is a mapping over names."""
+"""Keras 3 builder: the lowered layer list as a functional keras.Model, NHWC, built for a static image
+size. Layer names are the lowered names with "_" for "." ("layer1.0.conv1" is "layer1_0_conv1"), so
+weight transfer is a mapping over names. Imports Keras only: works on any Keras backend, without torch."""
 
 from __future__ import annotations
 
@@ -9,19 +10,26 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .specs import (
-    BN_EPSILON,
-    BN_MOMENTUM_TORCH,
-    POOL,
-    VGG_HEAD_POOL,
-    VGG_HEAD_WIDTH,
-    CifarResNetSpec,
-    ModelSpec,
-    ResNetSpec,
-    VGGSpec,
-    cifar_shortcut_padding,
+from .lowering import (
+    ADAPTIVE_AVGPOOL,
+    ADD,
+    BN,
+    CONV,
+    DROPOUT,
+    FLATTEN,
+    GLOBAL_AVGPOOL,
+    INIT_LINEAR_DEFAULT,
+    INIT_NORMAL_001,
+    INPUT,
+    LINEAR,
+    MAXPOOL,
+    RELU,
+    SHORTCUT_PAD,
+    Layer,
+    linear_default_bound,
+    lower,
 )
-from .torch_models import linear_default_bound
+from .specs import BN_EPSILON, BN_MOMENTUM_TORCH, ModelSpec
 
 
 def keras_name(torch_name: str) -> str:
@@ -35,7 +43,10 @@ class TorchBatchNorm(layers.BatchNormalization):
       which cancels catastrophically when a channel's mean is large against its spread (measured here:
       gradients 1e-2 off a float64 reference in ResNet-20, against 2e-6 for the two-pass form);
     - the moving variance is updated with the unbiased batch variance (Keras uses the biased one);
-      normalisation itself uses the biased one in both frameworks."""
+      normalisation itself uses the biased one in both frameworks;
+    - it computes in float32 (half inputs upcast, as Keras does) or in float64 for float64 inputs: Keras's
+      own layer takes result_type(inputs, "float32"), which is float32 for float64 inputs on every backend
+      but TensorFlow (measured on JAX: 1e-7 relative error where TensorFlow's float64 gave 4e-16)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("momentum", 1.0 - BN_MOMENTUM_TORCH)
@@ -43,9 +54,14 @@ class TorchBatchNorm(layers.BatchNormalization):
         super().__init__(**kwargs)
 
     def call(self, inputs, training=None, mask=None):
+        dtype = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
+        x = ops.cast(inputs, dtype)
         if not (training and self.trainable):
-            return super().call(inputs, training=False)
-        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+            outputs = ops.batch_normalization(
+                x, ops.cast(self.moving_mean, dtype), ops.cast(self.moving_variance, dtype), axis=self.axis,
+                offset=ops.cast(self.beta, dtype), scale=ops.cast(self.gamma, dtype), epsilon=self.epsilon,
+            )  # fmt: skip
+            return ops.cast(outputs, self.compute_dtype)
         mean = ops.mean(x, axis=self._reduction_axes, keepdims=True)
         variance = ops.mean(ops.square(x - mean), axis=self._reduction_axes)
         mean = ops.squeeze(mean, axis=self._reduction_axes)
@@ -58,8 +74,9 @@ class TorchBatchNorm(layers.BatchNormalization):
         self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(ops.cast(self.moving_variance, x.dtype) * momentum + unbiased * (1.0 - momentum))
         outputs = ops.batch_normalization(
-            x, mean, variance, axis=self.axis, offset=self.beta, scale=self.gamma, epsilon=self.epsilon
-        )
+            x, mean, variance, axis=self.axis, offset=ops.cast(self.beta, dtype), scale=ops.cast(self.gamma, dtype),
+            epsilon=self.epsilon,
+        )  # fmt: skip
         return ops.cast(outputs, self.compute_dtype)
 
 
@@ -101,22 +118,24 @@ class AdaptiveAveragePooling2D(layers.Layer):
 
 
 class OptionAShortcut(layers.Layer):
-    """He et al. 2015 option A for NHWC: subsample by 2 and zero-pad the channels; no parameters."""
+    """He et al. 2015 option A for NHWC: subsample by the stride and zero-pad the channels; no parameters."""
 
-    def __init__(self, pad: int, **kwargs):
+    def __init__(self, pad: int, stride: int = 2, **kwargs):
         super().__init__(**kwargs)
         self.pad = pad
+        self.stride = stride
 
     def call(self, inputs):
-        return ops.pad(inputs[:, ::2, ::2, :], [[0, 0], [0, 0], [0, 0], [self.pad, self.pad]])
+        s = self.stride
+        return ops.pad(inputs[:, ::s, ::s, :], [[0, 0], [0, 0], [0, 0], [self.pad, self.pad]])
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
-        half = lambda size: None if size is None else (size + 1) // 2  # noqa: E731
-        return (n, half(h), half(w), c + 2 * self.pad)
+        part = lambda size: None if size is None else -(-size // self.stride)  # noqa: E731
+        return (n, part(h), part(w), c + 2 * self.pad)
 
     def get_config(self):
-        return {**super().get_config(), "pad": self.pad}
+        return {**super().get_config(), "pad": self.pad, "stride": self.stride}
 
 
 def _conv_init():
@@ -124,107 +143,53 @@ def _conv_init():
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-def _conv(x, filters: int, kernel: int, stride: int, name: str, bias: bool = False):
-    """A convolution padded like PyTorch's padding=kernel//2: symmetric, explicit for stride 2."""
-    padding = kernel // 2
-    if stride > 1 and padding:
-        x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-        mode = "valid"
-    else:
-        mode = "same" if padding else "valid"
-    return layers.Conv2D(
-        filters, kernel, strides=stride, padding=mode, use_bias=bias, kernel_initializer=_conv_init(), name=name
-    )(x)
+def _dense_init(layer: Layer) -> dict:
+    if layer.init == INIT_NORMAL_001:
+        return dict(kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01), bias_initializer="zeros")
+    if layer.init == INIT_LINEAR_DEFAULT:
+        bound = linear_default_bound(layer.c_in)
+        uniform = keras.initializers.RandomUniform(-bound, bound)
+        return dict(kernel_initializer=uniform, bias_initializer=uniform)
+    raise ValueError(f"{layer.name}: unknown initialisation {layer.init!r}")
 
 
-def _bn(x, name: str):
-    return TorchBatchNorm(name=name)(x)
+def _padded(x, layer: Layer, name: str):
+    """PyTorch pads symmetrically: with a stride above 1, explicit zero padding and 'valid', never 'same'
+    (which pads the bottom/right more on even inputs). Zeros before a max-pool equal PyTorch's -inf
+    padding here: every padded max-pool reads a ReLU's output."""
+    if layer.padding and (layer.stride > 1 or layer.op == MAXPOOL):
+        return layers.ZeroPadding2D(layer.padding, name=f"{name}_pad")(x), "valid"
+    return x, ("same" if layer.padding else "valid")
 
 
-def _relu(x, name: str):
-    return layers.ReLU(name=name)(x)
-
-
-def _vgg(spec: VGGSpec, inputs, num_classes: int, dropout: float):
-    x, index = inputs, 0
-    for item in spec.config:
-        if item == POOL:
-            x = layers.MaxPooling2D(2, 2, name=f"features_{index}")(x)
-            index += 1
-            continue
-        x = _conv(x, item, 3, 1, f"features_{index}", bias=True)
-        index += 1
-        if spec.batch_norm:
-            x = _bn(x, f"features_{index}")
-            index += 1
-        x = _relu(x, f"features_{index}")
-        index += 1
-    x = AdaptiveAveragePooling2D(VGG_HEAD_POOL, name="avgpool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    dense = dict(kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01), bias_initializer="zeros")
-    x = layers.Dense(VGG_HEAD_WIDTH, name="classifier_0", **dense)(x)
-    x = layers.Dropout(dropout, name="classifier_2")(_relu(x, "classifier_1"))
-    x = layers.Dense(VGG_HEAD_WIDTH, name="classifier_3", **dense)(x)
-    x = layers.Dropout(dropout, name="classifier_5")(_relu(x, "classifier_4"))
-    return layers.Dense(num_classes, name="classifier_6", **dense)(x)
-
-
-def _resnet_block(x, spec: ResNetSpec, c_in: int, width: int, stride: int, name: str):
-    c_out = width * spec.expansion
-    identity = x
-    if stride != 1 or c_in != c_out:
-        identity = _conv(x, c_out, 1, stride, f"{name}_downsample_0")
-        identity = _bn(identity, f"{name}_downsample_1")
-    if spec.block == "basic":
-        out = _relu(_bn(_conv(x, width, 3, stride, f"{name}_conv1"), f"{name}_bn1"), f"{name}_relu1")
-        out = _bn(_conv(out, width, 3, 1, f"{name}_conv2"), f"{name}_bn2")
-    else:
-        out = _relu(_bn(_conv(x, width, 1, 1, f"{name}_conv1"), f"{name}_bn1"), f"{name}_relu1")
-        out = _relu(_bn(_conv(out, width, 3, stride, f"{name}_conv2"), f"{name}_bn2"), f"{name}_relu2")
-        out = _bn(_conv(out, c_out, 1, 1, f"{name}_conv3"), f"{name}_bn3")
-    out = layers.Add(name=f"{name}_add")([out, identity])
-    return _relu(out, f"{name}_relu")
-
-
-def _resnet(spec: ResNetSpec, inputs, num_classes: int):
-    x = _relu(_bn(_conv(inputs, 64, 7, 2, "conv1"), "bn1"), "relu")
-    # Zero padding before the max-pool equals PyTorch's -inf padding here: inputs are post-ReLU.
-    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
-    x = layers.MaxPooling2D(3, 2, name="maxpool")(x)
-    c_in = 64
-    for stage, (width, blocks) in enumerate(zip(spec.widths, spec.layers)):
-        for index in range(blocks):
-            stride = 2 if stage > 0 and index == 0 else 1
-            x = _resnet_block(x, spec, c_in, width, stride, f"layer{stage + 1}_{index}")
-            c_in = width * spec.expansion
-    return _head(x, c_in, num_classes)
-
-
-def _head(x, c_in: int, num_classes: int):
-    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
-    bound = linear_default_bound(c_in)
-    uniform = keras.initializers.RandomUniform(-bound, bound)
-    return layers.Dense(num_classes, kernel_initializer=uniform, bias_initializer=uniform, name="fc")(x)
-
-
-def _cifar(spec: CifarResNetSpec, inputs, num_classes: int):
-    c_in = spec.widths[0]
-    x = _relu(_bn(_conv(inputs, c_in, 3, 1, "conv1"), "bn1"), "relu")
-    for stage, width in enumerate(spec.widths):
-        for index in range(spec.blocks_per_stage):
-            stride = 2 if stage > 0 and index == 0 else 1
-            name = f"layer{stage + 1}_{index}"
-            out = _relu(_bn(_conv(x, width, 3, stride, f"{name}_conv1"), f"{name}_bn1"), f"{name}_relu1")
-            out = _bn(_conv(out, width, 3, 1, f"{name}_conv2"), f"{name}_bn2")
-            if spec.shortcut:
-                shortcut = x
-                if stride != 1 or c_in != width:
-                    pad = cifar_shortcut_padding(c_in, width)
-                    shortcut = OptionAShortcut(pad, name=f"{name}_shortcut")(x)
-                out = layers.Add(name=f"{name}_add")([out, shortcut])
-            x = _relu(out, f"{name}_relu")
-            c_in = width
-    return _head(x, c_in, num_classes)
+def _layer(layer: Layer, args: list, dropout: float):
+    name, op = keras_name(layer.name), layer.op
+    if op == CONV:
+        x, padding = _padded(args[0], layer, name)
+        return layers.Conv2D(layer.c_out, layer.kernel, strides=layer.stride, padding=padding, use_bias=layer.bias,
+                             kernel_initializer=_conv_init(), name=name)(x)  # fmt: skip
+    if op == BN:
+        return TorchBatchNorm(name=name)(args[0])
+    if op == RELU:
+        return layers.ReLU(name=name)(args[0])
+    if op == MAXPOOL:
+        x, padding = _padded(args[0], layer, name)
+        return layers.MaxPooling2D(layer.kernel, layer.stride, padding=padding, name=name)(x)
+    if op == ADAPTIVE_AVGPOOL:
+        return AdaptiveAveragePooling2D(layer.size_out, name=name)(args[0])
+    if op == GLOBAL_AVGPOOL:
+        return layers.GlobalAveragePooling2D(keepdims=True, name=name)(args[0])
+    if op == FLATTEN:
+        return layers.Flatten(name=name)(args[0])
+    if op == LINEAR:
+        return layers.Dense(layer.c_out, use_bias=layer.bias, name=name, **_dense_init(layer))(args[0])
+    if op == DROPOUT:
+        return layers.Dropout(dropout, name=name)(args[0])
+    if op == ADD:
+        return layers.Add(name=name)(args)
+    if op == SHORTCUT_PAD:
+        return OptionAShortcut((layer.c_out - layer.c_in) // 2, layer.stride, name=name)(args[0])
+    raise ValueError(f"{layer.name}: no Keras layer for op {op!r}")
 
 
 def build_keras(spec: ModelSpec, num_classes: int, dropout: float, image_size: int) -> keras.Model:
@@ -234,11 +199,8 @@ def build_keras(spec: ModelSpec, num_classes: int, dropout: float, image_size: i
     # that rounded float64 images to float32 before the first layer.
     policy = keras.config.dtype_policy()
     input_dtype = "float64" if policy.variable_dtype == "float64" else "float32"
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="images", dtype=input_dtype)
-    if isinstance(spec, VGGSpec):
-        outputs = _vgg(spec, inputs, num_classes, dropout)
-    elif isinstance(spec, ResNetSpec):
-        outputs = _resnet(spec, inputs, num_classes)
-    else:
-        outputs = _cifar(spec, inputs, num_classes)
-    return keras.Model(inputs, outputs, name=spec.name)
+    values = {INPUT: keras.Input(shape=(image_size, image_size, 3), name="images", dtype=input_dtype)}
+    lowered = lower(spec, image_size, num_classes)
+    for layer in lowered:
+        values[layer.name] = _layer(layer, [values[source] for source in layer.inputs], dropout)
+    return keras.Model(values[INPUT], values[lowered[-1].name], name=spec.name)

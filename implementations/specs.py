@@ -1,7 +1,8 @@
-"""Framework-neutral architecture specs for VGG and ResNet, the model registry, and FLOP counting.
+"""Framework-neutral architecture specs for VGG and ResNet, and the model registry.
 
-Both framework builders interpret these specs; nothing here imports a framework. Equivalence choices,
-stated once for both builders:
+A spec is data: widths, kernels, the stem, the block kind and the shortcut kind. `lowering.lower`
+turns it into the one layer list that both builders, the parameter and FLOP counts and weight
+transfer read; nothing here imports a framework. Equivalence choices, stated once for every engine:
 
 - ResNet convolutions have no bias (a BatchNorm follows each); VGG convolutions keep their bias
   even in the _bn variants, as torchvision's do.
@@ -10,6 +11,8 @@ stated once for both builders:
 - Padding is symmetric everywhere: a stride-2 layer in Keras gets an explicit ZeroPadding2D and
   'valid' padding, never padding='same' (which pads the bottom/right more on even inputs).
 - ResNet-50/101/152 are torchvision's "v1.5": the stride of a bottleneck sits on its 3x3 convolution.
+- VGG's `_5x5` variants replace each pair of 3x3 convolutions in a block by one 5x5 of the same
+  width (the tutorial's 18 vs 25 weights per channel pair), a leftover single 3x3 staying.
 - VGG keeps torchvision's 7x7 adaptive average pool before its 4096-4096-classes head, so any input
   of at least 32 px works.
 - CIFAR ResNets (He et al. 2015, section 4.2) use parameter-free option-A shortcuts: identity, or
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from typing import Union
 
 POOL = "M"
+KERNEL_3X3 = 3
+KERNEL_5X5 = 5
 
 # torchvision's VGG configurations (Simonyan & Zisserman 2014, Table 1): widths, "M" = 2x2 max-pool.
 VGG_CONFIGS: dict[int, tuple] = {
@@ -60,10 +65,25 @@ class ModelNotFoundError(ValueError):
 
 
 @dataclass(frozen=True)
+class Stem:
+    """A ResNet's first convolution (padded by kernel // 2) and its optional max-pool."""
+
+    width: int
+    kernel: int
+    stride: int
+    pool_kernel: int = 0  # 0: no max-pool
+    pool_stride: int = 1
+
+
+IMAGENET_STEM = Stem(width=64, kernel=7, stride=2, pool_kernel=3, pool_stride=2)
+CIFAR_STEM = Stem(width=16, kernel=KERNEL_3X3, stride=1)
+
+
+@dataclass(frozen=True)
 class VGGSpec:
     name: str
     depth: int
-    config: tuple
+    config: tuple  # (width, kernel) per convolution, POOL per 2x2 max-pool
     batch_norm: bool
     family: str
     default_classes: int = 1000
@@ -75,10 +95,12 @@ class VGGSpec:
 class ResNetSpec:
     name: str
     depth: int
-    block: str  # "basic" or "bottleneck"
-    layers: tuple[int, ...]
-    family: str = "resnet"
-    widths: tuple[int, ...] = (64, 128, 256, 512)
+    block: str  # "basic" (two 3x3) or "bottleneck" (1x1, 3x3, 1x1 at 4x width)
+    layers: tuple[int, ...]  # blocks per stage
+    family: str
+    widths: tuple[int, ...]
+    stem: Stem
+    shortcut: str  # "projection" (1x1 conv + BN when the shape changes), "option_a" (parameter-free), "none" (plain)
     default_classes: int = 1000
     default_image_size: int = 224
     min_image_size: int = 32
@@ -88,51 +110,75 @@ class ResNetSpec:
         return 4 if self.block == "bottleneck" else 1
 
 
-@dataclass(frozen=True)
-class CifarResNetSpec:
-    name: str
-    depth: int
-    blocks_per_stage: int
-    shortcut: bool  # False: the plain twin
-    family: str
-    widths: tuple[int, ...] = (16, 32, 64)
-    default_classes: int = 10
-    default_image_size: int = 32
-    min_image_size: int = 8
+ModelSpec = Union[VGGSpec, ResNetSpec]  # noqa: UP007  (a runtime alias, valid on 3.10)
+SHORTCUTS = ("projection", "option_a", "none")
 
 
-ModelSpec = Union[VGGSpec, ResNetSpec, CifarResNetSpec]  # noqa: UP007  (a runtime alias, valid on 3.10)
+def merge_3x3_pairs(config: tuple) -> tuple:
+    """The tutorial's 5x5 comparison as data: inside each block (the convolutions between two pools),
+    every consecutive pair of 3x3 convolutions becomes one 5x5 of the same width, with the same
+    receptive field; a leftover single 3x3 stays (a block of three becomes 5x5 + 3x3)."""
+    merged: list = []
+    block: list[int] = []
+    for item in (*config, None):
+        if item == POOL or item is None:
+            for index in range(0, len(block) - 1, 2):
+                merged.append((block[index], KERNEL_5X5))
+            if len(block) % 2:
+                merged.append((block[-1], KERNEL_3X3))
+            block = []
+            if item == POOL:
+                merged.append(POOL)
+        else:
+            block.append(item)
+    return tuple(merged)
 
 
-def vgg_spec(depth: int, batch_norm: bool) -> VGGSpec:
-    suffix = "_bn" if batch_norm else ""
-    return VGGSpec(
-        name=f"vgg{depth}{suffix}",
-        depth=depth,
-        config=VGG_CONFIGS[depth],
-        batch_norm=batch_norm,
-        family=f"vgg{suffix}",
+def vgg_spec(depth: int, batch_norm: bool, kernel: int = KERNEL_3X3) -> VGGSpec:
+    suffix = ("_bn" if batch_norm else "") + ("_5x5" if kernel == KERNEL_5X5 else "")
+    widths = VGG_CONFIGS[depth]
+    config = (
+        merge_3x3_pairs(widths)
+        if kernel == KERNEL_5X5
+        else tuple(item if item == POOL else (item, KERNEL_3X3) for item in widths)
     )
+    return VGGSpec(name=f"vgg{depth}{suffix}", depth=depth, config=config, batch_norm=batch_norm, family=f"vgg{suffix}")
 
 
 def resnet_spec(depth: int) -> ResNetSpec:
     block, layers = RESNET_LAYOUTS[depth]
-    return ResNetSpec(name=f"resnet{depth}", depth=depth, block=block, layers=layers)
+    return ResNetSpec(
+        name=f"resnet{depth}",
+        depth=depth,
+        block=block,
+        layers=layers,
+        family="resnet",
+        widths=(64, 128, 256, 512),
+        stem=IMAGENET_STEM,
+        shortcut="projection",
+    )
 
 
-def cifar_spec(depth: int, shortcut: bool = True) -> CifarResNetSpec:
-    """A CIFAR-style network of depth 6n+2; shortcut=False gives the plain twin."""
+def cifar_spec(depth: int, shortcut: bool = True) -> ResNetSpec:
+    """A CIFAR-style network of depth 6n+2 (He et al. 2015, section 4.2); shortcut=False gives the plain twin."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"CIFAR-style ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...); got {depth}"
         )
     prefix = "resnet" if shortcut else "plain"
-    return CifarResNetSpec(
+    n = (depth - 2) // 6
+    return ResNetSpec(
         name=f"{prefix}{depth}_cifar",
         depth=depth,
-        blocks_per_stage=(depth - 2) // 6,
-        shortcut=shortcut,
+        block="basic",
+        layers=(n, n, n),
         family=f"{prefix}_cifar",
+        widths=(16, 32, 64),
+        stem=CIFAR_STEM,
+        shortcut="option_a" if shortcut else "none",
+        default_classes=10,
+        default_image_size=32,
+        min_image_size=8,
     )
 
 
@@ -140,6 +186,7 @@ def _build_registry() -> dict[str, ModelSpec]:
     specs: list[ModelSpec] = []
     for depth in VGG_CONFIGS:
         specs += [vgg_spec(depth, False), vgg_spec(depth, True)]
+    specs += [vgg_spec(depth, False, KERNEL_5X5) for depth in VGG_CONFIGS]
     specs += [resnet_spec(depth) for depth in RESNET_LAYOUTS]
     for shortcut in (True, False):
         specs += [cifar_spec(depth, shortcut) for depth in CIFAR_DEPTHS]
@@ -147,7 +194,7 @@ def _build_registry() -> dict[str, ModelSpec]:
 
 
 REGISTRY: dict[str, ModelSpec] = _build_registry()
-FAMILY_ORDER = ("vgg", "vgg_bn", "resnet", "resnet_cifar", "plain_cifar")
+FAMILY_ORDER = ("vgg", "vgg_bn", "vgg_5x5", "resnet", "resnet_cifar", "plain_cifar")
 _CIFAR_NAME = re.compile(r"^(resnet|plain)(\d+)_cifar$")
 
 
@@ -186,132 +233,3 @@ def check_image_size(spec: ModelSpec, image_size: int) -> None:
         raise ValueError(
             f"image size {image_size!r} is too small for {spec.name}: it needs at least {spec.min_image_size} px"
         )
-
-
-# --- FLOPs ------------------------------------------------------------------------------------------
-# Multiply-accumulates of convolutions and linear layers only (BN, ReLU, pooling and additions are not
-# counted), the convention behind torchvision's published "GFLOPS" and torch.utils.flop_counter's
-# convolution/matmul counts (which report 2 FLOPs per MAC).
-
-
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def _conv_macs(size_out: int, c_in: int, c_out: int, kernel: int) -> int:
-    return size_out * size_out * c_in * c_out * kernel * kernel
-
-
-def macs_per_image(spec: ModelSpec, image_size: int | None = None, num_classes: int | None = None) -> int:
-    """Multiply-accumulates for one image's forward pass, computed from the spec."""
-    size = image_size or spec.default_image_size
-    classes = num_classes or spec.default_classes
-    check_image_size(spec, size)
-    if isinstance(spec, VGGSpec):
-        return _vgg_macs(spec, size, classes)
-    if isinstance(spec, ResNetSpec):
-        return _resnet_macs(spec, size, classes)
-    return _cifar_macs(spec, size, classes)
-
-
-def _vgg_macs(spec: VGGSpec, size: int, classes: int) -> int:
-    macs, c_in = 0, 3
-    for item in spec.config:
-        if item == POOL:
-            size //= 2
-        else:
-            macs += _conv_macs(size, c_in, item, 3)
-            c_in = item
-    flat = c_in * VGG_HEAD_POOL * VGG_HEAD_POOL
-    return macs + flat * VGG_HEAD_WIDTH + VGG_HEAD_WIDTH * VGG_HEAD_WIDTH + VGG_HEAD_WIDTH * classes
-
-
-def _resnet_macs(spec: ResNetSpec, size: int, classes: int) -> int:
-    size = conv_out(size, 7, 2, 3)
-    macs = _conv_macs(size, 3, 64, 7)
-    size = conv_out(size, 3, 2, 1)  # max-pool
-    c_in = 64
-    for stage, (width, blocks) in enumerate(zip(spec.widths, spec.layers)):
-        for index in range(blocks):
-            stride = 2 if stage > 0 and index == 0 else 1
-            c_out = width * spec.expansion
-            size_out = conv_out(size, 3, stride, 1)
-            if spec.block == "basic":
-                macs += _conv_macs(size_out, c_in, width, 3) + _conv_macs(size_out, width, width, 3)
-            else:
-                macs += _conv_macs(size, c_in, width, 1)
-                macs += _conv_macs(size_out, width, width, 3)
-                macs += _conv_macs(size_out, width, c_out, 1)
-            if stride != 1 or c_in != c_out:
-                macs += _conv_macs(size_out, c_in, c_out, 1)
-            size, c_in = size_out, c_out
-    return macs + c_in * classes
-
-
-def _cifar_macs(spec: CifarResNetSpec, size: int, classes: int) -> int:
-    c_in = spec.widths[0]
-    macs = _conv_macs(size, 3, c_in, 3)
-    for stage, width in enumerate(spec.widths):
-        for index in range(spec.blocks_per_stage):
-            stride = 2 if stage > 0 and index == 0 else 1
-            size = conv_out(size, 3, stride, 1)
-            macs += _conv_macs(size, c_in, width, 3) + _conv_macs(size, width, width, 3)
-            c_in = width
-    return macs + c_in * classes
-
-
-def flops_per_image(spec: ModelSpec, image_size: int | None = None, num_classes: int | None = None) -> int:
-    """Forward FLOPs for one image (2 per multiply-accumulate)."""
-    return 2 * macs_per_image(spec, image_size, num_classes)
-
-
-def cifar_shortcut_padding(c_in: int, c_out: int) -> int:
-    """Channels of zeros added on each side by an option-A shortcut."""
-    return (c_out - c_in) // 2
-
-
-# --- parameters -------------------------------------------------------------------------------------
-
-
-def _conv_params(c_in: int, c_out: int, kernel: int, bias: bool = False) -> int:
-    return c_in * c_out * kernel * kernel + (c_out if bias else 0)
-
-
-def params_count(spec: ModelSpec, num_classes: int | None = None) -> int:
-    """Trainable parameters computed from the spec (the builders' counts must equal this)."""
-    classes = num_classes or spec.default_classes
-    bn = lambda c: 2 * c  # noqa: E731  scale and shift
-    if isinstance(spec, VGGSpec):
-        total, c_in = 0, 3
-        for item in spec.config:
-            if item != POOL:
-                total += _conv_params(c_in, item, 3, bias=True) + (bn(item) if spec.batch_norm else 0)
-                c_in = item
-        flat = c_in * VGG_HEAD_POOL * VGG_HEAD_POOL
-        return (
-            total + (flat + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * VGG_HEAD_WIDTH + (VGG_HEAD_WIDTH + 1) * classes
-        )
-    if isinstance(spec, ResNetSpec):
-        total, c_in = _conv_params(3, 64, 7) + bn(64), 64
-        for stage, (width, blocks) in enumerate(zip(spec.widths, spec.layers)):
-            for index in range(blocks):
-                stride = 2 if stage > 0 and index == 0 else 1
-                c_out = width * spec.expansion
-                if spec.block == "basic":
-                    total += _conv_params(c_in, width, 3) + _conv_params(width, width, 3) + 2 * bn(width)
-                else:
-                    total += (
-                        _conv_params(c_in, width, 1) + _conv_params(width, width, 3) + _conv_params(width, c_out, 1)
-                    )
-                    total += 2 * bn(width) + bn(c_out)
-                if stride != 1 or c_in != c_out:
-                    total += _conv_params(c_in, c_out, 1) + bn(c_out)
-                c_in = c_out
-        return total + (c_in + 1) * classes
-    c_in = spec.widths[0]
-    total = _conv_params(3, c_in, 3) + bn(c_in)
-    for width in spec.widths:
-        for _ in range(spec.blocks_per_stage):
-            total += _conv_params(c_in, width, 3) + _conv_params(width, width, 3) + 2 * bn(width)
-            c_in = width
-    return total + (c_in + 1) * classes

@@ -1,88 +1,100 @@
 """Weight transfer between the PyTorch and Keras builds of one spec, in both directions.
 
-The two builders share their vocabulary (torch "layer1.0.conv1" is Keras "layer1_0_conv1"), so the
-transfer walks PyTorch's parametrised modules and converts each tensor's layout:
-convolution OIHW <-> HWIO, linear (out, in) <-> (in, out), BatchNorm's four tensors as they are.
-VGG's first linear layer also reorders its inputs: PyTorch flattens (C, 7, 7), Keras (7, 7, C).
+Both builds come from the same lowered layer list, so transfer walks its weighted layers by name
+(torch "layer1.0.conv1" is Keras "layer1_0_conv1") and converts each tensor's layout: convolution
+OIHW <-> HWIO, linear (out, in) <-> (in, out), BatchNorm's four tensors as they are. A linear layer
+that reads a flattened feature map larger than 1x1 (VGG's first) also reorders its inputs: PyTorch
+flattens (C, H, W), Keras (H, W, C).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch  # imported before Keras/TensorFlow on purpose (see implementations.frameworks)
-from torch import nn
 
 from .keras_models import keras_name
-from .specs import VGG_HEAD_POOL
-
-_FLATTENED_LINEAR = "classifier.0"  # VGG's first linear layer reads the flattened 7x7 feature map
-
-
-def _parametrised(torch_model: nn.Module):
-    for name, module in torch_model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
-            yield name, module
+from .lowering import BN, CONV, FLATTEN, LINEAR, Layer, lower
+from .specs import get_spec
 
 
-def _linear_to_keras(name: str, weight: np.ndarray) -> np.ndarray:
-    if name == _FLATTENED_LINEAR:
-        out_features = weight.shape[0]
-        channels = weight.shape[1] // (VGG_HEAD_POOL * VGG_HEAD_POOL)
-        weight = weight.reshape(out_features, channels, VGG_HEAD_POOL, VGG_HEAD_POOL)
-        weight = weight.transpose(0, 2, 3, 1).reshape(out_features, -1)
-    return weight.T
+def _weighted(keras_model) -> list[tuple[Layer, tuple[int, int] | None]]:
+    """The weighted layers of the model's spec, each with the (channels, size) of a flattened map it reads."""
+    spec = get_spec(keras_model.name)
+    image_size = int(keras_model.input_shape[1])
+    lowered = lower(spec, image_size, int(keras_model.output_shape[-1]))
+    by_name = {layer.name: layer for layer in lowered}
+    weighted = []
+    for layer in lowered:
+        if layer.op in (CONV, BN, LINEAR):
+            source = by_name.get(layer.inputs[0])
+            flattened = source is not None and source.op == FLATTEN and source.size_in > 1
+            weighted.append((layer, (source.c_in, source.size_in) if flattened else None))
+    return weighted
 
 
-def _linear_to_torch(name: str, kernel: np.ndarray) -> np.ndarray:
-    weight = kernel.T
-    if name == _FLATTENED_LINEAR:
-        out_features = weight.shape[0]
-        channels = weight.shape[1] // (VGG_HEAD_POOL * VGG_HEAD_POOL)
-        weight = weight.reshape(out_features, VGG_HEAD_POOL, VGG_HEAD_POOL, channels)
-        weight = weight.transpose(0, 3, 1, 2).reshape(out_features, -1)
-    return weight
-
-
-def _check_coverage(torch_model: nn.Module, keras_model) -> None:
-    mapped = {keras_name(name) for name, _ in _parametrised(torch_model)}
+def _check_coverage(torch_model, keras_model, weighted) -> None:
+    mapped = {keras_name(layer.name) for layer, _ in weighted}
     with_weights = {layer.name for layer in keras_model.layers if layer.weights}
-    if mapped != with_weights:
+    in_torch = {name for name, module in torch_model.named_modules() if list(module.parameters(recurse=False))}
+    if mapped != with_weights or {layer.name for layer, _ in weighted} != in_torch:
         raise ValueError(
-            f"models do not line up: only in PyTorch {sorted(mapped - with_weights)}, "
-            f"only in Keras {sorted(with_weights - mapped)}"
+            f"models do not line up with their lowered spec: only in Keras {sorted(with_weights - mapped)}, "
+            f"only in PyTorch {sorted(in_torch - {layer.name for layer, _ in weighted})}"
         )
 
 
-def torch_to_keras(torch_model: nn.Module, keras_model) -> None:
+def _linear_to_keras(weight: np.ndarray, flattened: tuple[int, int] | None) -> np.ndarray:
+    if flattened:
+        channels, size = flattened
+        weight = weight.reshape(-1, channels, size, size).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    return weight.T
+
+
+def _linear_to_torch(kernel: np.ndarray, flattened: tuple[int, int] | None) -> np.ndarray:
+    weight = kernel.T
+    if flattened:
+        channels, size = flattened
+        weight = weight.reshape(-1, size, size, channels).transpose(0, 3, 1, 2).reshape(weight.shape[0], -1)
+    return weight
+
+
+def _host_copy(tensor) -> np.ndarray:
+    """A NumPy copy that owns its memory: JAX on a CPU can adopt a NumPy buffer without copying, and
+    PyTorch's in-place updates of the source would then change the Keras model too."""
+    return np.array(tensor.detach().cpu().numpy(), copy=True)
+
+
+def torch_to_keras(torch_model, keras_model) -> None:
     """Copy every parameter and BatchNorm statistic of `torch_model` into `keras_model`."""
-    _check_coverage(torch_model, keras_model)
-    for name, module in _parametrised(torch_model):
-        layer = keras_model.get_layer(keras_name(name))
-        if isinstance(module, nn.BatchNorm2d):
+    weighted = _weighted(keras_model)
+    _check_coverage(torch_model, keras_model, weighted)
+    for layer, flattened in weighted:
+        module = torch_model.get_submodule(layer.name)
+        target = keras_model.get_layer(keras_name(layer.name))
+        if layer.op == BN:
             tensors = [module.weight, module.bias, module.running_mean, module.running_var]
-            layer.set_weights([t.detach().cpu().numpy() for t in tensors])
+            target.set_weights([_host_copy(t) for t in tensors])
             continue
-        weight = module.weight.detach().cpu().float().numpy()
-        kernel = weight.transpose(2, 3, 1, 0) if isinstance(module, nn.Conv2d) else _linear_to_keras(name, weight)
-        values = [kernel]
+        weight = _host_copy(module.weight)
+        values = [weight.transpose(2, 3, 1, 0) if layer.op == CONV else _linear_to_keras(weight, flattened)]
         if module.bias is not None:
-            values.append(module.bias.detach().cpu().numpy())
-        layer.set_weights(values)
+            values.append(_host_copy(module.bias))
+        target.set_weights(values)
 
 
-def keras_to_torch(keras_model, torch_model: nn.Module) -> None:
+def keras_to_torch(keras_model, torch_model) -> None:
     """Copy every weight and BatchNorm statistic of `keras_model` into `torch_model`."""
-    _check_coverage(torch_model, keras_model)
+    weighted = _weighted(keras_model)
+    _check_coverage(torch_model, keras_model, weighted)
     with torch.no_grad():
-        for name, module in _parametrised(torch_model):
-            values = [np.asarray(v) for v in keras_model.get_layer(keras_name(name)).get_weights()]
-            if isinstance(module, nn.BatchNorm2d):
+        for layer, flattened in weighted:
+            module = torch_model.get_submodule(layer.name)
+            values = [np.asarray(v) for v in keras_model.get_layer(keras_name(layer.name)).get_weights()]
+            if layer.op == BN:
                 targets = [module.weight, module.bias, module.running_mean, module.running_var]
             else:
                 kernel = values[0]
-                values[0] = (
-                    kernel.transpose(3, 2, 0, 1) if isinstance(module, nn.Conv2d) else _linear_to_torch(name, kernel)
-                )
+                values[0] = kernel.transpose(3, 2, 0, 1) if layer.op == CONV else _linear_to_torch(kernel, flattened)
                 targets = [module.weight] + ([module.bias] if module.bias is not None else [])
             for target, value in zip(targets, values, strict=True):
                 target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))

@@ -3,7 +3,8 @@
 import pytest
 
 from implementations import count_params, flops_per_image, get_spec, list_models
-from implementations.specs import ModelNotFoundError, macs_per_image
+from implementations.lowering import macs_per_image, params_count
+from implementations.specs import ModelNotFoundError
 from tests.reference import expected_macs, expected_params
 
 torch = pytest.importorskip("torch", reason="the PyTorch builder needs torch (extra: torch)")
@@ -12,7 +13,7 @@ torch = pytest.importorskip("torch", reason="the PyTorch builder needs torch (ex
 def test_registry_lists_every_required_model():
     names = set(list_models())
     for depth in (11, 13, 16, 19):
-        assert {f"vgg{depth}", f"vgg{depth}_bn"} <= names
+        assert {f"vgg{depth}", f"vgg{depth}_bn", f"vgg{depth}_5x5"} <= names
     assert {f"resnet{d}" for d in (18, 34, 50, 101, 152)} <= names
     for depth in (20, 32, 44, 56, 110, 1202):
         assert {f"resnet{depth}_cifar", f"plain{depth}_cifar"} <= names
@@ -32,8 +33,6 @@ def test_spec_macs_equal_published(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_spec_params_equal_published(name):
-    from implementations.specs import params_count
-
     assert params_count(get_spec(name)) == expected_params()[name]
 
 
@@ -72,7 +71,7 @@ def test_unknown_model_lists_valid_names_and_suggests():
 def test_cifar_depth_must_be_6n_plus_2():
     with pytest.raises(ValueError, match="6n\\+2"):
         get_spec("resnet21_cifar")
-    assert get_spec("plain8_cifar").blocks_per_stage == 1
+    assert get_spec("plain8_cifar").layers == (1, 1, 1)
 
 
 def test_image_size_too_small_and_unknown_framework_fail_before_building():
@@ -80,8 +79,8 @@ def test_image_size_too_small_and_unknown_framework_fail_before_building():
 
     with pytest.raises(ValueError, match="at least 32 px"):
         build("vgg11", "torch", image_size=16)
-    with pytest.raises(ValueError, match="valid frameworks: torch, tensorflow"):
-        build("vgg11", "jax")
+    with pytest.raises(ValueError, match="valid frameworks: torch, keras-tensorflow, keras-jax"):
+        build("vgg11", "mxnet")
     with pytest.raises(ValueError, match="channels_last"):
         build("resnet18", "tensorflow", layout="channels_first")
 

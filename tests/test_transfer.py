@@ -16,7 +16,7 @@ import keras  # noqa: E402
 
 TOLERANCE = 1e-4
 # One model per family and block kind.
-MODELS = ["vgg11", "vgg11_bn", "resnet18", "resnet50", "resnet20_cifar", "plain20_cifar"]
+MODELS = ["vgg11", "vgg11_bn", "vgg11_5x5", "resnet18", "resnet50", "resnet20_cifar", "plain20_cifar"]
 # Training checks leave VGG out: its 133M parameters trained in both frameworks (weights, gradients and
 # momentum, in float64 for the step check) took 16 GB, and tests build full-size models but do not train
 # them. VGG-BN's BatchNorm is the same layer as the ResNets', and the step code is shared by all families.

@@ -5,7 +5,7 @@ process: {"oom_at_batch": 8} raises an OOM from that batch up, {"error_model": "
 an error for that model, {"hang_batch": 4} sleeps forever at that batch, {"kill_batch": 4} SIGKILLs the
 worker at that batch, {"step_ms_per_image": 0.2} sets the simulated cost, {"start_delay_s": 30} makes
 the worker's start-up that slow, {"layout_cost": {"channels_last": 2.0}} makes a PyTorch layout that many
-times slower, {"framework_cost": {"tensorflow": 1.5}} does the same for a framework.
+times slower, {"framework_cost": {"keras-tensorflow": 1.5}} does the same for a framework.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import time
 
 from implementations import get_spec
-from implementations.specs import flops_per_image
+from implementations.lowering import flops_per_image
 
 from ..config import Config, Settings
 from . import Prepared, StepHook

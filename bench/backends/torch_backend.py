@@ -113,7 +113,7 @@ class TorchBackend:
         model, runnable = self._model(config, settings, hook)
         layout = "channels_first" if config.layout == "auto" else config.layout
         params = count_params(model)
-        num_classes = model.fc.out_features if hasattr(model, "fc") else model.classifier[-1].out_features
+        num_classes = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
         if hook is not None:
             dtype = torch.float64 if hook.dtype == "float64" else torch.float32
             images = [torch.as_tensor(x, dtype=dtype) for x in hook.inputs]
