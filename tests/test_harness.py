@@ -133,11 +133,11 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes(tmp_path):
 def test_a_missing_framework_is_reported_and_recorded_as_skipped(tmp_path, monkeypatch):
     import bench.runner
 
-    monkeypatch.setattr(bench.runner, "is_installed", lambda framework: framework != "tensorflow")
+    monkeypatch.setattr(bench.runner, "is_installed", lambda framework: framework != "keras-tensorflow")
     records = sweep(tmp_path, plan_for([2], frameworks=["torch", "tensorflow"]), {}, monkeypatch)
     status = {r["framework"]: r for r in records}
     assert status["torch"]["status"] == "ok"
-    assert status["tensorflow"]["status"] == "skipped" and "not installed" in status["tensorflow"]["error"]
+    assert status["keras-tensorflow"]["status"] == "skipped" and "not installed" in status["keras-tensorflow"]["error"]
 
 
 def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
@@ -153,7 +153,7 @@ def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--frameworks", "jax"], "valid frameworks: torch, tensorflow"),
+        (["--frameworks", "mxnet"], "valid frameworks: torch, keras-tensorflow, keras-jax"),
         (["--models", "resnet51"], "Did you mean 'resnet50'"),
         (["--models", "resnet21_cifar"], "6n+2"),
         (["--precision", "fp8"], "valid precisions: fp32, bf16, fp16"),
@@ -192,7 +192,7 @@ def test_unknown_model_from_the_shell_exits_2():
 
 def test_plan_interleaves_frameworks_on_cpu_and_groups_them_on_gpu():
     cpu = plan_for([1, 2], frameworks=["torch", "tensorflow"])
-    assert [c.framework for c in cpu.configs][:4] == ["torch", "tensorflow", "torch", "tensorflow"]
+    assert [c.framework for c in cpu.configs][:4] == ["torch", "keras-tensorflow", "torch", "keras-tensorflow"]
     options = dict(
         frameworks=["torch", "tensorflow"],
         models=["resnet18"],
@@ -203,7 +203,7 @@ def test_plan_interleaves_frameworks_on_cpu_and_groups_them_on_gpu():
         device="cuda",
     )
     gpu = build_plan(options)
-    assert [c.framework for c in gpu.configs] == ["torch", "torch", "tensorflow", "tensorflow"]
+    assert [c.framework for c in gpu.configs] == ["torch", "torch", "keras-tensorflow", "keras-tensorflow"]
 
 
 def test_config_round_trips_and_groups():
@@ -235,10 +235,10 @@ def test_a_toml_preset_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
     assert main(["run", "--preset", str(profile), "--device", "cpu", "--out", str(out)]) == 0
     records = load_records(out / "results.jsonl")
     assert sorted((r["framework"], r["batch_size"]) for r in records) == [
-        ("tensorflow", 1), ("tensorflow", 2), ("torch", 1), ("torch", 2),
+        ("keras-tensorflow", 1), ("keras-tensorflow", 2), ("torch", 1), ("torch", 2),
     ]  # fmt: skip
     assert json.loads((out / "plan.json").read_text())["preset"] == "tiny"
-    assert "tensorflow vs torch" in (out / "report.md").read_text()
+    assert "keras-tensorflow vs torch" in (out / "report.md").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text("batch_size = 4\n")
     assert main(["run", "--preset", str(bad)]) == 2
@@ -247,7 +247,7 @@ def test_a_toml_preset_runs_end_to_end_with_its_report(tmp_path, monkeypatch):
 def test_without_a_gpu_the_default_preset_is_the_cpu_one(monkeypatch):
     import bench.config
 
-    monkeypatch.setattr(bench.config, "detect_gpu", lambda: None)
+    monkeypatch.setattr(bench.config.presets, "detect_gpu", lambda: None)
     assert bench.config.default_preset_name() == "cpu-default"
-    monkeypatch.setattr(bench.config, "detect_gpu", lambda: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(bench.config.presets, "detect_gpu", lambda: "NVIDIA H100 80GB HBM3")
     assert bench.config.default_preset_name() == "gpu-full"
