@@ -134,13 +134,18 @@ class Session:
 
     def window(self, discard: bool = False) -> dict:
         """One timed window; a discarded one (settling the cell before its first pair) is not kept."""
-        per_step = self.config.device == "cpu"  # synchronous execution: a clock read per step is exact
+        per_step = self._per_step_marks()
         cpu_start = time.process_time()
         result = timing.window(self.prepared.step, self.prepared.sync, self.steps_per_window, per_step)
         if not discard:
             self.cpu_seconds += time.process_time() - cpu_start
             self.windows.append(result)
         return {"seconds": result.seconds, "steps": self.steps_per_window}
+
+    def _per_step_marks(self) -> bool:
+        """A clock read per step is exact only where execution is synchronous: a CPU, and an engine
+        whose step has finished when it returns."""
+        return self.config.device == "cpu" and self.prepared.synchronous
 
     def peak_memory(self) -> tuple[int | None, str]:
         """The peak since the last reset, and where it comes from: the device allocator, or resident memory."""
@@ -153,7 +158,7 @@ class Session:
         if self.sampler:
             self.sampler.stop()
         peak, peak_source = self.peak_memory()
-        if config.device == "cuda":
+        if not self._per_step_marks():
             low, high = LATENCY_PASS_STEPS
             latency = timing.latency_pass(
                 self.prepared.step, self.prepared.sync, max(low, min(high, self.steps_per_window))

@@ -19,7 +19,9 @@ from pathlib import Path
 
 CASES = {
     "torch": [("resnet18", 64), ("resnet50", 224)],
-    "tensorflow": [("resnet20_cifar", 32), ("resnet18", 64)],
+    "keras-tensorflow": [("resnet20_cifar", 32), ("resnet18", 64)],
+    # JAX's CPU convolutions are ~15x slower than PyTorch's: its case stays small on a CPU.
+    "keras-jax": [("resnet20_cifar", 32)],
 }
 BATCH = 8
 PAIRS = 9
@@ -68,7 +70,7 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str, layout: str):
 
     from implementations import build
 
-    model = build(model_name, "tensorflow", image_size=image_size)
+    model = build(model_name, "keras-tensorflow", image_size=image_size)
     xs = [tf.random.normal((BATCH, image_size, image_size, 3), seed=i) for i in range(INPUTS)]
     ys = [tf.random.uniform((BATCH,), 0, model.output_shape[-1], dtype=tf.int32, seed=i) for i in range(INPUTS)]
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
@@ -92,6 +94,65 @@ def _bare_tensorflow(model_name: str, image_size: int, mode: str, layout: str):
             x, y = xs[i % INPUTS], ys[i % INPUTS]
             out = train(x, y) if mode == "train" else infer(x)
         out.numpy()
+        return time.perf_counter() - start
+
+    return run
+
+
+def _bare_jax(model_name: str, image_size: int, mode: str, layout: str):
+    """The Keras 3 custom training loop for JAX, as its guide writes it: stateless_call under
+    value_and_grad, stateless_apply, one jax.jit per step; no donation, no harness."""
+    import time
+
+    import jax
+    import keras
+    import numpy as np
+
+    from implementations import build
+
+    model = build(model_name, "keras-jax", image_size=image_size)
+    rng = np.random.default_rng(0)
+    shape = (BATCH, image_size, image_size, 3)
+    xs = [jax.numpy.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(INPUTS)]
+    ys = [jax.numpy.asarray(rng.integers(0, model.output_shape[-1], BATCH, dtype=np.int32)) for _ in range(INPUTS)]
+    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def compute_loss(trainable, non_trainable, x, y):
+        logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        return loss_fn(y, logits), non_trainable
+
+    gradient = jax.value_and_grad(compute_loss, has_aux=True)
+
+    @jax.jit
+    def train(state, x, y):
+        trainable, non_trainable, optimizer_variables = state
+        (loss, non_trainable), grads = gradient(trainable, non_trainable, x, y)
+        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        return loss, (trainable, non_trainable, optimizer_variables)
+
+    @jax.jit
+    def infer(trainable, non_trainable, x):
+        return model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
+
+    def run(steps: int) -> float:
+        nonlocal state
+        start = time.perf_counter()
+        out = None
+        for i in range(steps):
+            x, y = xs[i % INPUTS], ys[i % INPUTS]
+            if mode == "train":
+                out, state = train(state, x, y)
+            else:
+                out = infer(state[0], state[1], x)
+        jax.block_until_ready(out)
         return time.perf_counter() - start
 
     return run
@@ -129,7 +190,7 @@ def worker(framework: str) -> dict:
     backend.warm_framework()
     memory = ProcessMemory()
     memory.set_baseline()
-    factory = _bare_torch if framework == "torch" else _bare_tensorflow
+    factory = {"torch": _bare_torch, "keras-tensorflow": _bare_tensorflow, "keras-jax": _bare_jax}[framework]
     layouts = ("channels_first", "channels_last") if framework == "torch" else ("channels_last",)
     results = {"framework": framework, "env": env, "cases": []}
     for model_name, image_size in CASES[framework]:
@@ -175,7 +236,11 @@ def worker(framework: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__)
-    parser.add_argument("--frameworks", default="torch,tensorflow", help="comma list (default: torch,tensorflow)")
+    parser.add_argument(
+        "--frameworks",
+        default="torch,keras-tensorflow,keras-jax",
+        help="comma list of engines (default: torch,keras-tensorflow,keras-jax; one not installed is skipped)",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -188,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(__file__).resolve().parent.parent
     all_results, rows = [], []
-    for framework in [f.strip() for f in args.frameworks.split(",") if f.strip()]:
+    from implementations.frameworks import ALIASES
+
+    for framework in [ALIASES.get(f.strip(), f.strip()) for f in args.frameworks.split(",") if f.strip()]:
         if framework not in CASES:
             print(f"error: unknown framework {framework!r}; valid frameworks: {', '.join(CASES)}", file=sys.stderr)
             return 2

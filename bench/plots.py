@@ -8,7 +8,7 @@ from pathlib import Path
 from . import tables
 from .tables import MIB
 
-COLORS = {"torch": "#ee4c2c", "tensorflow": "#ff8f00"}
+COLORS = {"torch": "#ee4c2c", "keras-tensorflow": "#ff8f00", "keras-jax": "#1f77b4"}
 
 
 def _plt():
@@ -114,41 +114,49 @@ def _depth(records, path: Path, tag: str) -> Path:
 
 
 def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
-    """The first engine other than the baseline against the baseline, as a ratio grid."""
+    """Each engine other than the baseline against the baseline, one ratio grid per engine."""
+    import math
+
     comparison = tables.compare_engines(records)
     if comparison is None or not comparison.ratios:
         return None
-    other = tables.engine_order(records)[1]
-    ratios = {(m, b): r.ratio for (e, m, b), r in comparison.ratios.items() if e == other}
-    if not ratios:
+    grids = {}
+    for other in tables.engine_order(records)[1:]:
+        ratios = {(m, b): r.ratio for (e, m, b), r in comparison.ratios.items() if e == other}
+        if ratios:
+            grids[other] = ratios
+    if not grids:
         return None
     plt = _plt()
-    models = tables.model_order(m for m, _ in ratios)
-    batches = sorted({b for _, b in ratios})
-    grid = [[ratios.get((m, b), float("nan")) for b in batches] for m in models]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(batches), 0.9 + 0.4 * len(models)))
-    import math
-
-    finite = [abs(math.log2(v)) for row in grid for v in row if v == v]
+    models = tables.model_order(m for ratios in grids.values() for m, _ in ratios)
+    batches = sorted({b for ratios in grids.values() for _, b in ratios})
+    values = {o: [[r.get((m, b), float("nan")) for b in batches] for m in models] for o, r in grids.items()}
+    finite = [abs(math.log2(v)) for grid in values.values() for row in grid for v in row if v == v]
     span = max(finite + [0.1])
-    image = ax.imshow(
-        [[math.log2(v) if v == v else float("nan") for v in row] for row in grid],
-        cmap="RdBu",
-        vmin=-span,
-        vmax=span,
-        aspect="auto",
+    width = 1.6 + 0.8 * len(batches)
+    fig, axes = plt.subplots(
+        1, len(grids), figsize=(width * len(grids) + 2.2, 1.6 + 0.4 * len(models)), squeeze=False, layout="constrained"
     )
-    for i, row in enumerate(grid):
-        for j, value in enumerate(row):
-            if value == value:
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
-    ax.set_yticks(range(len(models)), models, fontsize=7)
-    ax.set_xlabel("batch size", fontsize=8)
-    bar = fig.colorbar(image, ax=ax)
-    bar.set_label(f"log2({other} / {comparison.baseline} img/s)", fontsize=7)
-    ax.set_title(f"{other} / {comparison.baseline} throughput ({tag})\n>1 (blue): {other} faster", fontsize=8)
-    fig.tight_layout()
+    for index, (ax, (other, grid)) in enumerate(zip(axes.flat, values.items())):
+        image = ax.imshow(
+            [[math.log2(v) if v == v else float("nan") for v in row] for row in grid],
+            cmap="RdBu",
+            vmin=-span,
+            vmax=span,
+            aspect="auto",
+        )
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                if value == value:
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
+        ax.set_yticks(range(len(models)), models, fontsize=7)
+        ax.tick_params(labelleft=index == 0)
+        ax.set_xlabel("batch size", fontsize=8)
+        ax.set_title(f"{other} / {comparison.baseline}\n>1 (blue): {other} faster", fontsize=8)
+    fig.suptitle(f"Throughput ratio against {comparison.baseline} ({tag})", fontsize=9)
+    bar = fig.colorbar(image, ax=list(axes.flat))
+    bar.set_label(f"log2(engine / {comparison.baseline} img/s)", fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

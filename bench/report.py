@@ -177,8 +177,8 @@ def environment_lines(records: list[dict], env: dict, plan: Plan | None = None) 
         ),
         f"- **Image size**: {', '.join(str(v) for v in sorted({r['image_size'] for r in records})) or '—'} px; **batch sizes**: {', '.join(str(b) for b in sorted({r['batch_size'] for r in records}))}",
         f"- **Precision**: {', '.join(sorted({r['precision'] for r in records}))}; **compile**: {', '.join(sorted({r['compile'] for r in records}))} "
-        "(off = PyTorch eager, TensorFlow tf.function; on = torch.compile, XLA)",
-        f"- **Layout**: PyTorch {', '.join(sorted({r['layout'] for r in records if r['framework'] == 'torch'})) or '—'}; TensorFlow NHWC",
+        "(off = PyTorch eager, TensorFlow tf.function, JAX jit; on = torch.compile, XLA)",
+        f"- **Layout**: PyTorch {', '.join(sorted({r['layout'] for r in records if r['framework'] == 'torch'})) or '—'}; Keras engines NHWC",
     ]
     for framework, e in sorted(worker_envs.items()):
         details = [f"{framework} {e.get('framework_version')}"]
@@ -232,6 +232,7 @@ def render_markdown(
                 console += [f"{title} — {other} vs {comparison.baseline}", table, ""]
             verdicts += list(comparison.ratios.values())
         out += _latency(chosen) + _memory(chosen) + _utilization(chosen) + _first_step(chosen) + _depth_scaling(chosen)
+        out += _kernel_variants(chosen)
     flags = tables.sanity_flags(records)
     summary = trust_summary(verdicts, flags)
     out[intro:intro] = [f"**Trust**: {summary}", ""]
@@ -494,6 +495,53 @@ def _depth_scaling(records) -> list[str]:
             "",
         ]
     return lines
+
+
+def _kernel_variants(records) -> list[str]:
+    """A VGG and its 5x5 twin measured in the same run: the tutorial's 18 C^2 against 25 C^2 weights per
+    merged pair, and what it costs. The two are different cells, so the ratio has no paired interval."""
+    from implementations import get_spec
+    from implementations.lowering import params_count
+
+    ok = {(r["model"], tables.engine(r), r["batch_size"]): r for r in _ok(records)}
+    rows = []
+    for (model, name, batch), r in sorted(ok.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])):
+        twin = ok.get((f"{model}_5x5", name, batch))
+        if twin is None or model.endswith("_5x5"):
+            continue
+        rows.append(
+            [
+                model,
+                f"{params_count(get_spec(model)) / 1e6:.1f}M / {params_count(get_spec(twin['model'])) / 1e6:.1f}M",
+                f"{sig3(r['flops_per_img'] / 1e9)} / {sig3(twin['flops_per_img'] / 1e9)}",
+                name,
+                batch,
+                f"{sig3(r['throughput_img_s'])} / {sig3(twin['throughput_img_s'])}",
+                f"{twin['throughput_img_s'] / r['throughput_img_s']:.2f}x",
+            ]  # fmt: skip
+        )
+    if not rows:
+        return []
+    return [
+        "### 3x3 pairs against one 5x5",
+        "",
+        "Each pair of 3x3 convolutions in a block (18 C^2 weights for C -> C) against one 5x5 (25 C^2); separate",
+        "cells, so the ratio of medians carries no paired interval.",
+        "",
+        _md(
+            [
+                "model",
+                "parameters 3x3 / 5x5",
+                "GFLOPs/img 3x3 / 5x5",
+                "engine",
+                "batch",
+                "img/s 3x3 / 5x5",
+                "5x5 / 3x3",
+            ],
+            rows,
+        ),  # fmt: skip
+        "",
+    ]
 
 
 def _missing(loaded: Source | None) -> list[str]:

@@ -29,7 +29,11 @@ from implementations import is_installed
 from .config import Config, Plan, Settings
 from .records import RETRYABLE, RunStore, current_records, make_record, read_results, record_config
 
-INSTALL_HINT = {"torch": "pip install 'cnn-bench[torch]'", "tensorflow": "pip install 'cnn-bench[tensorflow]'"}
+INSTALL_HINT = {
+    "torch": "pip install 'cnn-bench[torch]'",
+    "keras-tensorflow": "pip install 'cnn-bench[tensorflow]'",
+    "keras-jax": "pip install 'cnn-bench[jax]'",
+}
 
 
 class WorkerDied(RuntimeError):
@@ -160,8 +164,8 @@ class Runner:
     def _may_take(held: list[Config], config: Config) -> bool:
         """Whether a CPU worker that has held `held` may take `config` with its resident peak still that
         configuration's own (tests/test_memory.py checks each reuse against a fresh worker). A PyTorch
-        worker holds one model. A TensorFlow worker holds one model's inference configurations and then
-        one training configuration: after training, TensorFlow keeps per-shape state resident (40 MiB
+        worker holds one model. A Keras worker holds one model's inference configurations and then one
+        training configuration: after training, TensorFlow keeps per-shape state resident (40 MiB
         for ResNet-20 CIFAR), so only a fresh worker gives the next training configuration's peak."""
 
         def model(c: Config) -> tuple:

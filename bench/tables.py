@@ -112,9 +112,15 @@ def engine(record: dict) -> str:
 
 
 def engine_order(records: list[dict]) -> list[str]:
-    """Engines present, baseline first."""
-    names = sorted({engine(r) for r in records}, key=lambda e: (not e.startswith(BASELINE_ENGINE), e))
-    return names
+    """Engines present, baseline first, then in the order of FRAMEWORKS (PyTorch, Keras on TensorFlow, on JAX)."""
+    from implementations import FRAMEWORKS
+
+    def rank(name: str) -> tuple:
+        framework = name.split()[0]
+        known = FRAMEWORKS.index(framework) if framework in FRAMEWORKS else len(FRAMEWORKS)
+        return (not name.startswith(BASELINE_ENGINE), known, name)
+
+    return sorted({engine(r) for r in records}, key=rank)
 
 
 def baseline_engine(records: list[dict]) -> str | None:

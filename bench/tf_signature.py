@@ -27,7 +27,7 @@ def compare(model_name: str, size: int, mode: str) -> str:
 
     from .stats import paired_ratio
 
-    model = build(model_name, "tensorflow", image_size=size)
+    model = build(model_name, "keras-tensorflow", image_size=size)
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

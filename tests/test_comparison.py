@@ -109,7 +109,7 @@ def test_cells_group_the_engines_of_one_configuration():
     configs = list(plan(batch_sizes=[2, 4], layouts=["auto", "channels_last"]).configs)
     grouped = cells(configs, interleave=True)
     assert [[(c.framework, c.layout) for c in cell] for cell in grouped] == [
-        [("torch", "auto"), ("torch", "channels_last"), ("tensorflow", "channels_last")]
+        [("torch", "auto"), ("torch", "channels_last"), ("keras-tensorflow", "channels_last")]
     ] * 2
     assert [c.batch_size for c in grouped[1]] == [4, 4, 4]
     assert cells(configs, interleave=False) == [[c] for c in configs]
@@ -146,7 +146,7 @@ def fake_run(tmp_path, monkeypatch, behaviour, **overrides):
 
 def test_a_cell_measured_in_real_workers_gives_paired_records_and_a_decided_ratio(tmp_path, monkeypatch):
     torch_rec, tf_rec = fake_run(
-        tmp_path, monkeypatch, {"framework_cost": {"tensorflow": 3.0}, "step_ms_per_image": 1.0}
+        tmp_path, monkeypatch, {"framework_cost": {"keras-tensorflow": 3.0}, "step_ms_per_image": 1.0}
     )
     assert torch_rec["cell_id"] == tf_rec["cell_id"] and tf_rec["pairing"] == "interleaved"
     assert len(torch_rec["window_throughputs_img_s"]) == len(tf_rec["window_throughputs_img_s"]) == 6
@@ -155,7 +155,7 @@ def test_a_cell_measured_in_real_workers_gives_paired_records_and_a_decided_rati
     markdown, console = render_markdown([torch_rec, tf_rec], {}, [])
     assert (
         "x slower [" in markdown
-        and "tensorflow vs torch" in console
+        and "keras-tensorflow vs torch" in console
         and "trust: 1 engine comparisons: 1 decided" in console
     )
 
@@ -224,7 +224,7 @@ def test_flags_are_grouped_and_ranked():
 
 def paired_records(model: str, batch: int, torch_rates, tf_rates, cell: str) -> list[dict]:
     out = []
-    for framework, rates, layout in (("torch", torch_rates, "auto"), ("tensorflow", tf_rates, "channels_last")):
+    for framework, rates, layout in (("torch", torch_rates, "auto"), ("keras-tensorflow", tf_rates, "channels_last")):
         config = Config(framework, model, batch, "infer", layout=layout)
         out.append(
             make_record(config, "ok", throughput_img_s=stats.median(rates), window_throughputs_img_s=list(rates),

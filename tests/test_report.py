@@ -62,8 +62,8 @@ def test_memory_fit_recovers_fixed_and_per_image_cost():
 RECORDS = [
     rec("torch", "resnet20_cifar", 2, 100.0, memory=110 * 2**20),
     rec("torch", "resnet20_cifar", 4, 180.0, memory=120 * 2**20),
-    rec("tensorflow", "resnet20_cifar", 2, 123.0, memory=50 * 2**20),
-    rec("tensorflow", "resnet20_cifar", 4, 90.0, status="oom", error="ResourceExhaustedError: OOM"),
+    rec("keras-tensorflow", "resnet20_cifar", 2, 123.0, memory=50 * 2**20),
+    rec("keras-tensorflow", "resnet20_cifar", 4, 90.0, status="oom", error="ResourceExhaustedError: OOM"),
     rec("torch", "resnet56_cifar", 2, 40.0),
     rec("torch", "resnet56_cifar", 4, 200.0),  # deeper yet faster: flagged
 ]
@@ -74,10 +74,10 @@ GOLDEN_THROUGHPUT = """| model          | b=2 (img/s)   | b=4 (img/s)   |
 | resnet56_cifar | 40.0          | 200           |"""
 
 # Sequential (no shared cell): 123/100, interval [123 x 0.99 / 101, 123 x 1.01 / 99] = [1.206, 1.255].
-GOLDEN_RATIO = """| tensorflow vs torch   | b=2                      | b=4            |
-|-----------------------|--------------------------|----------------|
-| resnet20_cifar        | 1.23x faster [1.21-1.25] | tensorflow OOM |
-| resnet56_cifar        | —                        | —              |"""
+GOLDEN_RATIO = """| keras-tensorflow vs torch   | b=2                      | b=4                  |
+|-----------------------------|--------------------------|----------------------|
+| resnet20_cifar              | 1.23x faster [1.21-1.25] | keras-tensorflow OOM |
+| resnet56_cifar              | —                        | —                    |"""
 
 
 def test_golden_tables_in_the_markdown_report(tmp_path):
@@ -88,10 +88,13 @@ def test_golden_tables_in_the_markdown_report(tmp_path):
     text = report.path.read_text()
     assert GOLDEN_THROUGHPUT in text
     assert GOLDEN_RATIO in text
-    assert "| resnet20_cifar | torch      | 110         | 120         | —                     | 100 + 5.00/img " in text
+    assert (
+        "| resnet20_cifar | torch            | 110         | 120         | —                     | 100 + 5.00/img "
+        in text
+    )
     assert "nan" not in text.lower() and "None" not in text
     assert (
-        "| tensorflow  | resnet20_cifar | train  | fp32        | 4       | OOM      | ResourceExhaustedError: OOM |"
+        "| keras-tensorflow | resnet20_cifar | train  | fp32        | 4       | OOM      | ResourceExhaustedError: OOM |"
         in text
     )
 
@@ -157,3 +160,30 @@ def test_report_from_a_pytest_benchmark_json(tmp_path):
     source.write_text(json.dumps(data))
     assert main(["report", str(source)]) == 0
     assert GOLDEN_THROUGHPUT in (tmp_path / "out-report" / "report.md").read_text()
+
+
+def test_a_vgg_and_its_5x5_twin_get_the_kernel_section(tmp_path):
+    records = [
+        rec("torch", "vgg11", 2, 10.0),
+        rec("torch", "vgg11_5x5", 2, 8.0),
+        rec("keras-tensorflow", "vgg11", 2, 9.0),
+        rec("keras-tensorflow", "vgg11_5x5", 2, 9.9),
+    ]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = write_report(run).path.read_text()
+    assert "### 3x3 pairs against one 5x5" in text
+    assert "| vgg11   | 132.9M / 134.4M" in text
+    assert "0.80x" in text and "1.10x" in text  # torch 8 / 10, keras-tensorflow 9.9 / 9
+
+
+def test_records_of_the_old_tensorflow_name_load_as_keras_tensorflow(tmp_path):
+    old = dict(rec("keras-tensorflow", "resnet20_cifar", 2, 100.0), framework="tensorflow")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(
+        json.dumps(rec("torch", "resnet20_cifar", 2, 80.0)) + "\n" + json.dumps(old) + "\n"
+    )
+    text = write_report(run).path.read_text()
+    assert "keras-tensorflow vs torch" in text and "1.25x faster" in text

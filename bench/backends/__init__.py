@@ -22,6 +22,11 @@ class Prepared:
     layout: str = "channels_last"  # the memory format the step runs in now
     set_layout: Callable[[str], None] | None = None  # PyTorch only: switch memory format in place
     handle: Any = None  # whatever else the backend must keep alive
+    # True where a step has finished when step() returns on a CPU (PyTorch, TensorFlow's synchronous
+    # eager executor): per-step clock reads are then exact. JAX dispatches asynchronously: False.
+    synchronous: bool = True
+    # Engines that step on copies of the weights (JAX): write the current ones back into `model`.
+    export_weights: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,12 @@ def get_backend(framework: str):
         from .torch_backend import TorchBackend
 
         return TorchBackend()
-    if framework == "tensorflow":
+    if framework == "keras-tensorflow":
         from .tf_backend import TensorFlowBackend
 
         return TensorFlowBackend()
+    if framework == "keras-jax":
+        from .jax_backend import JaxBackend
+
+        return JaxBackend()
     raise ValueError(f"no backend for framework {framework!r}")

@@ -12,21 +12,21 @@ import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a worker of its own
 
 from implementations import build, count_params, require  # noqa: E402
 
 from ..config import Config, Settings  # noqa: E402
 from . import Prepared, StepHook  # noqa: E402
 
-tf = require("tensorflow", torch_first=False)  # this worker never loads torch, so never triton
+tf = require("keras-tensorflow", torch_first=False)  # this worker never loads torch, so never triton
 import keras  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 class TensorFlowBackend:
-    name = "tensorflow"
+    name = "keras-tensorflow"
 
     def __init__(self):
         self._cached = None  # {"key", "model", "steps"} of the last model built
@@ -105,7 +105,7 @@ class TensorFlowBackend:
         keras.utils.set_random_seed(settings.seed)
         options = {"dropout": hook.dropout} if hook else {}
         with tf.device(device):
-            model = build(config.model, "tensorflow", image_size=config.image_size, **options)
+            model = build(config.model, "keras-tensorflow", image_size=config.image_size, **options)
         entry = {"key": key, "model": model, "steps": {}}
         if hook is None:
             self._cached = entry

@@ -18,7 +18,7 @@ from implementations import is_installed
 from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds
 
 FULL = os.environ.get("CNN_BENCH_FULL") == "1"
-FRAMEWORKS = ["torch", "tensorflow"]
+FRAMEWORKS = ["torch", "keras-tensorflow"]
 CASES = (
     [
         ("resnet20_cifar", 32),
