@@ -1,7 +1,7 @@
 """Harness against a hand-written loop, measured as a benchmark (not a timed test): `python -m bench.overhead`.
 
 For each framework, in a worker process of its own, and each case, the harness's own measurement (a
-`measure.Session`: build, warm-up, PyTorch's layout trial, windows) and a minimal hand-written loop over
+`session.Session`: build, warm-up, PyTorch's layout trial, windows) and a minimal hand-written loop over
 the project's same model take turns, one window each, the order reversed every pair. The hand-written
 PyTorch loop runs at its own best memory format: both are tried first and the faster kept. The ratio
 harness/loop is the median of per-pair ratios with its 95% interval (stats.paired_ratio), so a
@@ -179,8 +179,8 @@ def _best_bare_loop(factory, model_name: str, image_size: int, mode: str, layout
 def worker(framework: str) -> dict:
     from .backends import get_backend
     from .config import Config, Settings
-    from .measure import Session
     from .monitors import ProcessMemory
+    from .session import Session
     from .stats import median, paired_ratio
     from .timing import window
 

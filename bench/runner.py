@@ -66,7 +66,7 @@ def _die_with_parent() -> None:
         pass  # elsewhere the worker's own parent watch ends it
 
 
-class Worker:
+class WorkerClient:
     """A framework's worker subprocess and its JSON-lines pipe."""
 
     def __init__(self, framework: str, settings: Settings, log_path: Path | None):
@@ -77,7 +77,7 @@ class Worker:
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", framework, json.dumps(asdict(settings))],
+            [sys.executable, "-m", "bench.worker_process", framework, json.dumps(asdict(settings))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -151,7 +151,7 @@ class Runner:
         self.store = store
         self.host_env = host_env
         self.out = out if out is not None else sys.stderr
-        self.workers: dict[tuple, Worker] = {}
+        self.workers: dict[tuple, WorkerClient] = {}
         self.worker_held: dict[tuple, list[Config]] = {}  # the configurations each worker has taken
 
     # --- workers ----------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ class Runner:
             return False
         return config.framework == "torch" or all(c.mode != "train" for c in held)
 
-    def _worker(self, config: Config) -> Worker:
+    def _worker(self, config: Config) -> WorkerClient:
         slot = self._slot(config)
         if (
             config.device == "cpu"
@@ -189,7 +189,7 @@ class Runner:
             if config.device == "cuda":
                 self.close_workers()  # one framework on the GPU at a time
             name = "-".join(dict.fromkeys(slot))
-            worker = Worker(config.framework, self.plan.settings, self.store.path / f"worker-{name}.log")
+            worker = WorkerClient(config.framework, self.plan.settings, self.store.path / f"worker-{name}.log")
             try:
                 worker.start(self.plan.settings.timeout_s)
             except BaseException:  # a crash, a timeout, Ctrl-C or SIGTERM during start-up

@@ -12,7 +12,7 @@ from implementations.frameworks import canonical_framework
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE = ("off", "on")  # off: PyTorch eager, TensorFlow tf.function graph; on: torch.compile, XLA
-# PyTorch memory formats; "auto" times both after warm-up and measures with the faster (measure.py).
+# PyTorch memory formats; "auto" times both after warm-up and measures with the faster (session.py).
 LAYOUTS = ("auto", "channels_last", "channels_first")
 DEVICES = ("auto", "cpu", "cuda")
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from bench.config import Settings
-from bench.runner import Worker
+from bench.runner import WorkerClient
 
 SUITE_WARMUP_STEPS = 3  # untimed steps after the first, always: allocator growth and caches settle
 
@@ -59,12 +59,12 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def workers():
-    pool: dict[str, Worker] = {}
+    pool: dict[str, WorkerClient] = {}
     settings = Settings(threads=int(os.environ.get("CNN_BENCH_THREADS", "0")), timeout_s=600)
 
-    def get(framework: str) -> Worker:
+    def get(framework: str) -> WorkerClient:
         if framework not in pool:
-            worker = Worker(framework, settings, log_path=None)
+            worker = WorkerClient(framework, settings, log_path=None)
             worker.start(settings.timeout_s)
             pool[framework] = worker
         return pool[framework]

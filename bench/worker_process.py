@@ -1,13 +1,13 @@
 """Worker process: the worker side of the protocol, one framework, configurations held as sessions.
 
 Protocol: JSON lines on a private copy of stdout (the real stdout is pointed at stderr, so whatever a
-framework prints can never corrupt it). The runner (runner.Worker, the client side) writes requests to
+framework prints can never corrupt it). The runner (runner.WorkerClient, the client side) writes requests to
 stdin and reads one reply per request:
 
   {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
   {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
-  {"cmd": "measure", "config": {...}}            -> {"record": {...}}   (prepare, every window, finish)
+  {"cmd": "whole", "config": {...}}              -> {"record": {...}}   (prepare, every window, finish)
   {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
   {"cmd": "exit"}
 """
@@ -43,8 +43,8 @@ def main() -> int:
 
     from .backends import get_backend
     from .config import Config, Settings
-    from .measure import Session
     from .monitors import ProcessMemory
+    from .session import Session
     from .timing import timed_step
 
     settings = Settings(**json.loads(settings_json))
@@ -87,8 +87,8 @@ def main() -> int:
                 key, cell = request["id"], request.get("cell")
                 reply(session_call(key, lambda s, cell=cell: {"record": s.finish(cell)}))
                 sessions.pop(key, None)
-            elif command == "measure":
-                sessions["measure"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
+            elif command == "whole":
+                sessions["whole"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
 
                 def measure_all(session):
                     session.prepare()
@@ -96,8 +96,8 @@ def main() -> int:
                         session.window()
                     return {"record": session.finish({"pairing": "alone"})}
 
-                reply(session_call("measure", measure_all))
-                sessions.pop("measure", None)
+                reply(session_call("whole", measure_all))
+                sessions.pop("whole", None)
             elif command == "setup":
                 if request.get("disable_gc"):  # --benchmark-disable-gc, applied where the steps run
                     gc.collect()
