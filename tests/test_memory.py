@@ -1,4 +1,4 @@
-"""CPU memory means the same in both frameworks: the harness's method (one worker per model, peaks
+"""CPU memory means the same in every engine: the harness's method (one worker per model, peaks
 reset per configuration, inference before training, batches ascending) gives the peak a fresh worker
 gives for the same configuration, in PyTorch and in TensorFlow, and never less than the weights."""
 
@@ -9,6 +9,7 @@ import pytest
 from bench.config import build_plan
 from bench.records import RunStore
 from bench.runner import Runner
+from implementations import is_installed
 
 QUIET = open(os.devnull, "w")  # noqa: SIM115
 MIB = 2**20
@@ -37,13 +38,18 @@ def peaks(tmp_path, framework, model, batch_sizes, modes) -> dict:
 
 # VGG-11 (507 MiB of weights: an inherited model or a lost one shows) for inference only, as tests build
 # full-size models but do not train them; ResNet-20 CIFAR for both modes.
-CASES = [("vgg11", ["infer"]), ("resnet20_cifar", ["infer", "train"])]
+# Keras on JAX: ResNet-20 CIFAR only (JAX's CPU convolutions are slow; its worker rule is the TensorFlow one).
+CASES = [
+    *((framework, model, modes) for framework in ("torch", "keras-tensorflow")
+      for model, modes in (("vgg11", ["infer"]), ("resnet20_cifar", ["infer", "train"]))),
+    ("keras-jax", "resnet20_cifar", ["infer", "train"]),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("model,modes", CASES)
-@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+@pytest.mark.parametrize("framework,model,modes", CASES)
 def test_a_reused_worker_gives_the_peak_of_a_fresh_worker(tmp_path, framework, model, modes):
-    pytest.importorskip(framework, reason=f"{framework} is not installed (extra: {framework})")
+    if not is_installed(framework):
+        pytest.skip(f"{framework} is not installed")
     reused = peaks(tmp_path / "reused", framework, model, [2, 8], modes)
     for (mode, batch), record in reused.items():
         (fresh,) = peaks(tmp_path / f"fresh-{mode}-{batch}", framework, model, [batch], [mode]).values()
