@@ -71,12 +71,14 @@ class ProcessMemory:
 class NvmlSampler:
     """Samples GPU utilisation, power and device memory in a thread while the timed windows run."""
 
-    def __init__(self, device_index: int = 0, interval_s: float = 0.05):
+    def __init__(self, device_uuid: str | None = None, interval_s: float = 0.05):
+        import os
+
         import pynvml
 
         self._nvml = pynvml
         pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self._handle = nvml_handle(pynvml, device_uuid, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,8 +139,13 @@ class NvmlSampler:
     def device_info(self) -> dict:
         nvml = self._nvml
         name = nvml.nvmlDeviceGetName(self._handle)
+        try:
+            uuid = _text(nvml.nvmlDeviceGetUUID(self._handle))
+        except Exception:
+            uuid = None
         return {
             "gpu_name": name.decode() if isinstance(name, bytes) else name,
+            "gpu_uuid": uuid,
             "driver_version": _text(nvml.nvmlSystemGetDriverVersion()),
             "gpu_memory_total_bytes": int(nvml.nvmlDeviceGetMemoryInfo(self._handle).total),
         }
@@ -148,20 +155,68 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# Dense peak FLOP/s by device and precision (vendor data sheets, SXM parts), for MFU.
-PEAK_FLOPS = {
-    "H100": {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
-    "H200": {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
-    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+# Dense (no sparsity) peak FLOP/s by exact NVML product name and precision, for MFU. "tf32" is the tensor-core
+# rate an fp32 run gets with TF32 on; "fp32" the plain rate. Sources: NVIDIA's data sheets — H100 (SXM5, PCIe,
+# NVL; nvidia.com/en-us/data-center/h100), H200 and H200 NVL (nvidia.com/en-us/data-center/h200), A100
+# (nvidia.com/en-us/data-center/a100), L40S (nvidia.com/en-us/data-center/l40s); their tensor figures "with
+# sparsity" are halved here. A card not in the table gets no MFU: a guess by substring gave an H100 PCIe the
+# SXM part's peak.
+_HOPPER_SXM = {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}
+_HOPPER_NVL = {"bf16": 835.5e12, "fp16": 835.5e12, "tf32": 417.5e12, "fp32": 60.0e12}
+_AMPERE_A100 = {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "NVIDIA H100 80GB HBM3": _HOPPER_SXM,  # the SXM5 part's NVML name
+    "NVIDIA H100 PCIe": {"bf16": 756.5e12, "fp16": 756.5e12, "tf32": 378e12, "fp32": 51.2e12},
+    "NVIDIA H100 NVL": _HOPPER_NVL,
+    "NVIDIA H200": _HOPPER_SXM,
+    "NVIDIA H200 NVL": _HOPPER_NVL,
+    "NVIDIA A100-SXM4-80GB": _AMPERE_A100,
+    "NVIDIA A100-SXM4-40GB": _AMPERE_A100,
+    "NVIDIA A100 80GB PCIe": _AMPERE_A100,
+    "NVIDIA A100-PCIE-40GB": _AMPERE_A100,
+    "NVIDIA L40S": {"bf16": 362.05e12, "fp16": 362.05e12, "tf32": 183e12, "fp32": 91.6e12},
 }
 
 
 def peak_flops(device_name: str | None, precision: str, tf32: bool) -> float | None:
-    if not device_name:
+    """The card's dense peak for the precision, by its exact product name; None for a card not in the table."""
+    table = PEAK_FLOPS.get((device_name or "").strip())
+    if table is None:
         return None
-    for key, table in PEAK_FLOPS.items():
-        if key in device_name:
-            if precision == "fp32":
-                return table["tf32" if tf32 else "fp32"]
-            return table.get(precision)
-    return None
+    if precision == "fp32":
+        return table["tf32" if tf32 else "fp32"]
+    return table.get(precision)
+
+
+def nvml_handle(nvml, device_uuid: str | None = None, visible: str | None = None):
+    """The NVML handle of the device the worker computes on. NVML numbers every GPU of the machine, CUDA
+    only the visible ones: by the device's UUID when the framework gives it, else by the first entry of
+    CUDA_VISIBLE_DEVICES (a UUID, a MIG identifier or an index), else GPU 0."""
+    if device_uuid:
+        uuid = device_uuid if device_uuid.startswith(("GPU-", "MIG-")) else f"GPU-{device_uuid}"
+        return nvml.nvmlDeviceGetHandleByUUID(uuid)
+    first = (visible or "").split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        return nvml.nvmlDeviceGetHandleByUUID(first)
+    return nvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
+
+
+# Messages of allocation failures that are not typed as out-of-memory: cuDNN and cuBLAS workspaces, the CUDA
+# runtime, XLA, and the host allocator. Every one is recorded as OOM, never as an error.
+ALLOCATION_FAILURES = (
+    "out of memory",
+    "cudnn_status_alloc_failed",
+    "cublas_status_alloc_failed",
+    "cudaerrormemoryallocation",
+    "resource_exhausted",
+    "resource exhausted",
+    "can't allocate memory",
+    "failed to allocate",
+)
+
+
+def is_allocation_failure(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return any(message in text for message in ALLOCATION_FAILURES)

@@ -23,9 +23,9 @@ BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
 
 
-def _nvml_sampler() -> NvmlSampler | None:
+def _nvml_sampler(device_uuid: str | None) -> NvmlSampler | None:
     try:
-        return NvmlSampler()
+        return NvmlSampler(device_uuid)
     except Exception:
         return None
 
@@ -91,7 +91,7 @@ class Session:
         self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
         backend.reset_peak_memory(config)
         self.steps_per_window = timing.steps_per_window(step_s, settings.min_window_s, settings.max_window_steps)
-        self.sampler = _nvml_sampler() if config.device == "cuda" else None
+        self.sampler = _nvml_sampler(self.prepared.device_uuid) if config.device == "cuda" else None
         if self.sampler:
             self.sampler.start()
         return {"steps_per_window": self.steps_per_window, "layout": self.prepared.layout}

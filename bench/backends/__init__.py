@@ -24,6 +24,7 @@ class Prepared:
     handle: Any = None  # whatever else the backend must keep alive
     # True where a step has finished when step() returns on a CPU (PyTorch, TensorFlow's synchronous
     # eager executor): per-step clock reads are then exact. JAX dispatches asynchronously: False.
+    device_uuid: str | None = None  # the CUDA device's UUID where the framework gives it (NVML's handle)
     synchronous: bool = True
     # Engines that step on copies of the weights (JAX): write the current ones back into `model`.
     export_weights: Callable[[], None] | None = None

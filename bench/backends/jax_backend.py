@@ -21,6 +21,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # take GPU memo
 from implementations import build, count_params, require  # noqa: E402
 
 from ..config import Config, Settings  # noqa: E402
+from ..monitors import is_allocation_failure  # noqa: E402
 from . import Prepared, StepHook  # noqa: E402
 
 jax = require("keras-jax")
@@ -241,7 +242,4 @@ class JaxBackend:
 
     @staticmethod
     def is_oom(error: BaseException) -> bool:
-        if isinstance(error, MemoryError):
-            return True
-        text = str(error)
-        return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+        return is_allocation_failure(error)

@@ -17,6 +17,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a wo
 from implementations import build, count_params, require  # noqa: E402
 
 from ..config import Config, Settings  # noqa: E402
+from ..monitors import is_allocation_failure  # noqa: E402
 from . import Prepared, StepHook  # noqa: E402
 
 tf = require("keras-tensorflow", torch_first=False)  # this worker never loads torch, so never triton
@@ -206,6 +207,4 @@ class TensorFlowBackend:
 
     @staticmethod
     def is_oom(error: BaseException) -> bool:
-        if isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError)):
-            return True
-        return "out of memory" in str(error).lower()
+        return isinstance(error, tf.errors.ResourceExhaustedError) or is_allocation_failure(error)

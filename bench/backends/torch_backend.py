@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from implementations import build, count_params
 
 from ..config import Config, Settings
+from ..monitors import is_allocation_failure
 from . import Prepared, StepHook
 
 _FORMATS = {"channels_last": torch.channels_last, "channels_first": torch.contiguous_format}
@@ -35,6 +36,39 @@ def _no_sync() -> None:
     pass
 
 
+def _device_uuid(device: torch.device) -> str | None:
+    """The CUDA device's UUID (NVML reads the same device by it), where this PyTorch reports one."""
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return str(uuid) if uuid is not None else None
+
+
+def set_tf32(enabled: bool) -> dict:
+    """TF32 for float32 matmuls and convolutions, on or off, through PyTorch's fp32_precision settings where
+    they exist (the allow_tf32 flags are deprecated there) and the allow_tf32 flags otherwise; what was set.
+
+    The deprecated flags are set to the same value first: PyTorch raises when code still reading them (Inductor's
+    convolution templates do, in torch 2.13) finds them disagreeing with fp32_precision."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        value = "tf32" if enabled else "ieee"
+        matmul.fp32_precision = value
+        conv.fp32_precision = value
+        return {
+            "tf32_api": "fp32_precision",
+            "tf32_matmul": matmul.fp32_precision == "tf32",
+            "tf32_cudnn": conv.fp32_precision == "tf32",
+        }
+    return {
+        "tf32_api": "allow_tf32",
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+    }
+
+
 class TorchBackend:
     name = "torch"
 
@@ -49,16 +83,14 @@ class TorchBackend:
         # Training on a fixed batch drives gradients into subnormals, which made PyTorch 10-40x slower
         # on our CPU while TensorFlow flushes them: flush here too.
         flush = torch.set_flush_denormal(True)
-        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
-        torch.backends.cudnn.allow_tf32 = settings.tf32
+        tf32 = set_tf32(settings.tf32)
         torch.backends.cudnn.benchmark = True  # autotuning happens in the excluded first steps
         env = {
             "framework_version": torch.__version__,
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
             "flush_denormal": bool(flush),
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            **tf32,
             "cudnn_benchmark": True,
             "cuda_available": torch.cuda.is_available(),
         }
@@ -168,6 +200,7 @@ class TorchBackend:
             sync=torch.cuda.synchronize if device.type == "cuda" else _no_sync,  # CPU ops are synchronous
             params=params,
             device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            device_uuid=_device_uuid(device),
             model=model,
             layout=layout,
             handle=(runnable, inputs, optimizer),
@@ -210,7 +243,4 @@ class TorchBackend:
 
     @staticmethod
     def is_oom(error: BaseException) -> bool:
-        if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
-            return True
-        text = str(error)
-        return "out of memory" in text.lower() or "can't allocate memory" in text
+        return isinstance(error, torch.cuda.OutOfMemoryError) or is_allocation_failure(error)

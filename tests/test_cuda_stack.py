@@ -1,0 +1,98 @@
+"""Correctness on current CUDA stacks, checked on a CPU: peak FLOP/s by exact product name, the NVML device
+chosen by UUID, every allocation failure recorded as OOM, and TF32 through PyTorch's current API."""
+
+import pytest
+
+from bench.monitors import PEAK_FLOPS, is_allocation_failure, nvml_handle, peak_flops
+
+
+def test_peak_flops_by_exact_product_name_and_none_for_an_unknown_card():
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16", tf32=True) == pytest.approx(989.4e12)  # SXM5
+    assert peak_flops("NVIDIA H100 PCIe", "bf16", tf32=True) == pytest.approx(756.5e12)  # not the SXM figure
+    assert peak_flops("NVIDIA H100 NVL", "bf16", tf32=True) == pytest.approx(835.5e12)
+    assert peak_flops("NVIDIA H200", "fp32", tf32=True) == pytest.approx(494.7e12)  # TF32 tensor cores
+    assert peak_flops("NVIDIA H200", "fp32", tf32=False) == pytest.approx(66.9e12)
+    assert peak_flops("NVIDIA A100 80GB PCIe", "fp16", tf32=True) == pytest.approx(312e12)
+    for unknown in ("NVIDIA H100", "H100", "NVIDIA GeForce RTX 4090", "", None):
+        assert peak_flops(unknown, "bf16", tf32=True) is None  # no guess by substring
+    for name, table in PEAK_FLOPS.items():
+        assert table["bf16"] >= table["tf32"] > table["fp32"] > 0, name
+
+
+class StubNvml:
+    def __init__(self):
+        self.calls = []
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):  # noqa: N802  (NVML's own name)
+        self.calls.append(("uuid", uuid))
+        return uuid
+
+    def nvmlDeviceGetHandleByIndex(self, index):  # noqa: N802
+        self.calls.append(("index", index))
+        return index
+
+
+@pytest.mark.parametrize(
+    "device_uuid,visible,expected",
+    [
+        ("58d2a6b3-1111-2222-3333-444455556666", "3", ("uuid", "GPU-58d2a6b3-1111-2222-3333-444455556666")),
+        ("GPU-abc", None, ("uuid", "GPU-abc")),
+        (None, "GPU-def,GPU-abc", ("uuid", "GPU-def")),
+        (None, "MIG-0a1b", ("uuid", "MIG-0a1b")),
+        (None, "2,3", ("index", 2)),
+        (None, None, ("index", 0)),
+        (None, "", ("index", 0)),
+    ],
+)
+def test_nvml_reads_the_device_the_framework_computes_on(device_uuid, visible, expected):
+    nvml = StubNvml()
+    nvml_handle(nvml, device_uuid, visible)
+    assert nvml.calls == [expected]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        RuntimeError("CUDA error: cudaErrorMemoryAllocation"),
+        RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8589934592 bytes."),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+        MemoryError(),
+    ],
+)
+def test_every_allocation_failure_is_an_oom(error):
+    assert is_allocation_failure(error)
+
+
+def test_other_failures_stay_errors():
+    assert not is_allocation_failure(ValueError("shapes (2, 3) and (4, 5) not aligned"))
+    assert not is_allocation_failure(RuntimeError("CUDNN_STATUS_NOT_SUPPORTED"))
+
+
+def test_the_torch_backend_classes_a_cudnn_allocation_failure_as_oom():
+    pytest.importorskip("torch")
+    from bench.backends.torch_backend import TorchBackend
+
+    assert TorchBackend.is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert not TorchBackend.is_oom(RuntimeError("Expected all tensors to be on the same device"))
+
+
+def test_tf32_through_the_current_api_and_legacy_readers_still_work():
+    torch = pytest.importorskip("torch")
+    from bench.backends.torch_backend import set_tf32
+
+    try:
+        off = set_tf32(False)
+        assert (off["tf32_matmul"], off["tf32_cudnn"]) == (False, False)
+        # code that still reads the deprecated flags (Inductor's convolution templates) gets an answer
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+        on = set_tf32(True)
+        assert (on["tf32_matmul"], on["tf32_cudnn"]) == (True, True)
+        assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+            assert on["tf32_api"] == "fp32_precision"
+            assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        set_tf32(True)
