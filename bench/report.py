@@ -76,10 +76,11 @@ def load_source(source: Path) -> Source:
     if problems:
         raise UsageError(f"{source} has unusable records; nothing was written:\n  " + "\n  ".join(problems))
     machine = data.get("machine_info", {})
+    recorded = next((r.get("env") or {} for r in records if (r.get("env") or {}).get("cpu_cores")), {})
     env = {
         "host": machine.get("node"),
-        "cpu_model": (machine.get("cpu") or {}).get("brand_raw"),
-        "cpu_cores": (machine.get("cpu") or {}).get("count"),
+        "cpu_model": (machine.get("cpu") or {}).get("brand_raw") or recorded.get("cpu_model"),
+        "cpu_cores": (machine.get("cpu") or {}).get("count") or recorded.get("cpu_cores"),
         "python": machine.get("python_version"),
         "git_commit": (data.get("commit_info") or {}).get("id"),
         "time": data.get("datetime"),

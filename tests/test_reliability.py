@@ -423,3 +423,31 @@ def test_benchmark_histogram_writes_its_chart(tmp_path):
     result, _ = benchmark_suite(tmp_path, "--benchmark-histogram", str(tmp_path / "hist"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(tmp_path.glob("hist*.svg"))
+
+
+def test_the_suite_picks_cuda_when_a_gpu_is_found_and_names_the_device(tmp_path, monkeypatch):
+    """The CUDA path is chosen (not run here): with a GPU found, or forced, every test id and record says cuda."""
+    import bench.config.options
+    from tests.benchmarks.conftest import suite_device
+
+    monkeypatch.delenv("CNN_BENCH_DEVICE", raising=False)
+    monkeypatch.setattr(bench.config.options, "detect_gpu", lambda: "NVIDIA H100 80GB HBM3")
+    assert suite_device() == "cuda"
+    monkeypatch.setattr(bench.config.options, "detect_gpu", lambda: None)
+    assert suite_device() == "cpu"
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, env={**fake_env(), "CNN_BENCH_DEVICE": "cuda"}, capture_output=True, text=True,
+    )  # fmt: skip
+    ids = [line for line in collected.stdout.splitlines() if "test_step[" in line]
+    assert ids and all("test_step[cuda-" in line for line in ids), collected.stdout[-2000:]
+
+
+def test_each_suite_record_carries_its_device_size_and_cores(tmp_path):
+    result, (bench_,) = benchmark_suite(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[cpu-torch-resnet20_cifar-32-8-infer]" in bench_["name"]
+    extra = bench_["extra_info"]
+    assert extra["device"] == "cpu" and extra["image_size"] == 32
+    record = extra["record"]
+    assert (record["device"], record["image_size"]) == ("cpu", 32) and record["env"]["cpu_cores"] >= 1

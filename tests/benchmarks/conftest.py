@@ -18,6 +18,16 @@ from bench.runner import WorkerClient
 SUITE_WARMUP_STEPS = 3  # untimed steps after the first, always: allocator growth and caches settle
 
 
+def suite_device() -> str:
+    """The device the suite measures on: CNN_BENCH_DEVICE (cpu, cuda or auto), by default auto, which is
+    cuda when NVML finds an NVIDIA GPU (the pytest process imports no framework to ask). On cuda each step
+    is synchronised in the worker as the harness synchronises it (torch.cuda.synchronize, a fetch to the
+    host in TensorFlow, block_until_ready in JAX)."""
+    from bench.config import resolve_device
+
+    return resolve_device(os.environ.get("CNN_BENCH_DEVICE", "auto"))
+
+
 class StepClock:
     """A clock pytest-benchmark reads; it advances only by the worker-measured step times."""
 

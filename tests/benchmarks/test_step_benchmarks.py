@@ -15,10 +15,12 @@ from bench import stats
 from bench.config import Config
 from bench.records import make_record
 from implementations import is_installed
-from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds
+from bench.records import host_env
+from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds, suite_device
 
 FULL = os.environ.get("CNN_BENCH_FULL") == "1"
 FRAMEWORKS = ["torch", "keras-tensorflow"]
+DEVICE = suite_device()  # in every test id and record: cpu or cuda
 CASES = (
     [
         ("resnet20_cifar", 32),
@@ -39,10 +41,11 @@ MODES = ["train", "infer"]
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("model,image_size", CASES)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_step(benchmark, workers, framework, model, image_size, batch, mode):
+@pytest.mark.parametrize("device", [DEVICE])
+def test_step(benchmark, workers, device, framework, model, image_size, batch, mode):
     if not is_installed(framework):
         pytest.skip(f"{framework} is not installed (pip install 'cnn-bench[{framework}]')")
-    config = Config(framework, model, batch, mode, image_size=image_size)
+    config = Config(framework, model, batch, mode, image_size=image_size, device=device)
     worker = workers(framework)
     setup = worker.request({"cmd": "setup", "config": config.to_dict(), "disable_gc": benchmark._disable_gc}, 600)
     assert "error" not in setup, setup.get("error")
@@ -95,10 +98,12 @@ def test_step(benchmark, workers, framework, model, image_size, batch, mode):
         peak_memory_bytes=finish["peak_memory_bytes"],
         memory_source=finish["memory_source"],
         cpu_util_cores=finish["cpu_util_cores"],
-        env=finish["env"],
+        env={**host_env(["(pytest --benchmark-only)"]), **finish["env"]},
         unavailable={"gpu_util_pct_mean": "no NVML sampling in the pytest-benchmark suite"},
     )
     benchmark.extra_info.update(
+        device=device,
+        image_size=image_size,
         throughput_img_s=throughput,
         peak_memory_bytes=finish["peak_memory_bytes"],
         cpu_util_cores=finish["cpu_util_cores"],
