@@ -13,9 +13,8 @@ import pytest
 
 from bench import stats
 from bench.config import Config
-from bench.records import make_record
+from bench.records import host_env, make_record
 from implementations import is_installed
-from bench.records import host_env
 from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds, suite_device
 
 FULL = os.environ.get("CNN_BENCH_FULL") == "1"
