@@ -351,25 +351,51 @@ class Runner:
         return None
 
     # --- largest batch that fits -----------------------------------------------------------------
+    def _probe(self, config: Config) -> tuple[str, str]:
+        """One step at config's batch in its worker (the model is reused where the backend caches it):
+        (status, what to print). An OOM closes the worker, so the next probe starts unfragmented."""
+        reply = self._ask(config, {"cmd": "probe", "config": config.to_dict()})
+        if "probe" in reply:
+            return "ok", f"ok (first step {reply['probe']['first_step_s']:.3g} s)"
+        record = reply["record"]
+        if record["status"] == "oom":
+            self._discard(config)
+        return record["status"], f"{record['status']}: {(record.get('error') or '')[:120]}"
+
     def find_max_batches(self) -> list[dict]:
-        """For each group of the plan: double the batch until it fails, then bisect."""
-        quick = replace(self.plan.settings, warmup_steps=0, windows=1, min_window_s=0.0)
+        """For each eager group of the plan: start from the largest batch the run measured as fitting,
+        double until a probe fails, then bisect; each probe is one step, printed as it ends. Compiled
+        configurations are not searched (every batch would compile anew)."""
+        ok_batches: dict[tuple, int] = {}
+        for record in self.store.records():
+            if record["status"] == "ok":
+                group = record_config(record).group()
+                ok_batches[group] = max(ok_batches.get(group, 0), record["batch_size"])
         results = []
         groups = {}
         for config in self.plan.configs:
             groups.setdefault(config.group(), config)
         try:
             for config in groups.values():
+                name = f"{config.framework} {config.model} {config.mode} {config.precision}"
+                if config.compile == "on":
+                    self._say(f"max batch {name} compiled: not searched (eager only)")
+                    continue
                 if not is_installed(config.framework):
                     continue
                 probes: list[tuple[int, str]] = []
 
-                def fits(batch: int, config=config, probes=probes) -> bool:
-                    record = self.measure(replace(config, batch_size=batch), quick)
-                    probes.append((batch, record["status"]))
-                    return record["status"] == "ok"
+                def fits(batch: int, config=config, probes=probes, name=name) -> bool:
+                    status, text = self._probe(replace(config, batch_size=batch))
+                    probes.append((batch, status))
+                    self._say(f"  probe {name} b={batch}: {text}")
+                    return status == "ok"
 
-                last_ok, first_bad, batch = 0, None, 1
+                start = ok_batches.get(config.group(), 0)
+                last_ok, first_bad = start, None
+                batch = start * 2 if start else 1
+                if start:
+                    self._say(f"max batch {name}: from b={start}, which the run measured")
                 while batch <= self.plan.max_batch_limit:
                     if fits(batch):
                         last_ok, batch = batch, batch * 2
@@ -387,6 +413,7 @@ class Runner:
                     **{k: v for k, v in config.to_dict().items() if k != "batch_size"},
                     "max_batch_size": last_ok or None,
                     "first_failing_batch": first_bad,
+                    "start_batch": start or None,
                     "limit": self.plan.max_batch_limit,
                     "probes": probes,
                 }
@@ -394,8 +421,7 @@ class Runner:
                     handle.write(json.dumps(result) + "\n")
                 results.append(result)
                 self._say(
-                    f"max batch {config.framework} {config.model} {config.mode} {config.precision}: "
-                    f"{last_ok or 'none'}"
+                    f"max batch {name}: {last_ok or 'none'}"
                     + (f" (fails at {first_bad})" if first_bad else f" (limit {self.plan.max_batch_limit})")
                 )
         finally:

@@ -8,6 +8,7 @@ stdin and reads one reply per request:
   {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
   {"cmd": "whole", "config": {...}}              -> {"record": {...}}   (prepare, every window, finish)
+  {"cmd": "probe", "config": {...}}              -> {"probe": {"status": "ok", ...}} or {"record": failure}
   {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
   {"cmd": "exit"}
 """
@@ -98,6 +99,16 @@ def main() -> int:
 
                 reply(session_call("whole", measure_all))
                 sessions.pop("whole", None)
+            elif command == "probe":  # does one step fit? the model kept from the last probe is reused
+                sessions["probe"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
+
+                def one_step(session):
+                    build_s, first_s = session.build()
+                    session.prepared = None
+                    return {"probe": {"status": "ok", "first_step_s": build_s + first_s}}
+
+                reply(session_call("probe", one_step))
+                sessions.pop("probe", None)
             elif command == "setup":
                 if request.get("disable_gc"):  # --benchmark-disable-gc, applied where the steps run
                     gc.collect()

@@ -150,6 +150,27 @@ def test_max_batch_doubles_then_bisects(tmp_path, monkeypatch):
     assert [b for b, _ in result["probes"]] == [1, 2, 4, 8, 16, 12, 10, 11]
 
 
+def test_max_batch_starts_from_the_largest_measured_batch_and_prints_each_probe(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
+    monkeypatch.setenv("CNN_BENCH_FAKE", json.dumps({"oom_at_batch": 11}))
+    store = RunStore(tmp_path / "run")
+    store.path.mkdir()
+    plan = plan_for([1, 4], compile=["off", "on"])
+    out = io.StringIO()
+    runner = Runner(plan, store, {}, out=out)
+    runner.run()
+    (result,) = runner.find_max_batches()  # the compiled group is not searched
+    assert result["start_batch"] == 4 and result["max_batch_size"] == 10
+    assert [b for b, _ in result["probes"]] == [8, 16, 12, 10, 11]  # never batch 1, 2 or 4 again
+    text = out.getvalue()
+    assert "from b=4, which the run measured" in text
+    probe_lines = [line for line in text.splitlines() if line.strip().startswith("probe ")]
+    assert len(probe_lines) == 5 and "b=16: oom" in text and "b=8: ok (first step" in text
+    assert "compiled: not searched (eager only)" in text
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
