@@ -235,15 +235,17 @@ class Runner:
         extra = {"settings": asdict(settings)} if settings is not self.plan.settings else {}
         records: dict[Config, dict] = {}
         active: list[Config] = []
+        windows = settings.windows
         for config in configs:
             reply = self._ask(config, {"cmd": "prepare", "id": ids[config], "config": config.to_dict(), **extra})
             if "record" in reply:
                 records[config] = reply["record"]
             else:
                 active.append(config)
+                windows = max(windows, reply["prepared"].get("windows", windows))  # paired engines: the same count
         # One untimed pair first: preparing an engine (TensorFlow's above all) left the machine unsettled
         # for about a second, and the first timed PyTorch window of VGG-11 training ran 3x slow.
-        for window_index in range(-1, settings.windows):
+        for window_index in range(-1, windows):
             for config in active if window_index % 2 == 0 else active[::-1]:
                 if config not in records:
                     reply = self._ask(config, {"cmd": "window", "id": ids[config], "discard": window_index < 0})

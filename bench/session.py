@@ -90,11 +90,19 @@ class Session:
         self.measured["peak_memory_first_step_bytes"] = self.peak_memory()[0]
         self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
         backend.reset_peak_memory(config)
-        self.steps_per_window = timing.steps_per_window(step_s, settings.min_window_s, settings.max_window_steps)
+        plan = timing.window_plan(
+            step_s, config.device, settings.min_window_s, settings.windows, settings.max_window_steps
+        )
+        self.steps_per_window, self.windows_planned = plan.steps, plan.windows
+        self.measured["window_rule"] = plan.rule
         self.sampler = _nvml_sampler(self.prepared.device_uuid) if config.device == "cuda" else None
         if self.sampler:
             self.sampler.start()
-        return {"steps_per_window": self.steps_per_window, "layout": self.prepared.layout}
+        return {
+            "steps_per_window": self.steps_per_window,
+            "windows": self.windows_planned,
+            "layout": self.prepared.layout,
+        }
 
     def _layout_trial(self, first_layout_step_s: float) -> dict:
         """PyTorch's two memory formats, each warmed up, then timed in alternating windows. The faster is

@@ -72,6 +72,39 @@ def steps_per_window(step_s: float, min_window_s: float, max_window_steps: int) 
     return max(1, min(max_window_steps, math.ceil(min_window_s / max(step_s, 1e-9))))
 
 
+# Launch-bound steps on a GPU (batch 1: a few ms, mostly kernel launches) vary from step to step far more
+# than compute-bound ones: on an H200, ResNet-50 at batch 1 had a window CV of 2-28% with 0.25 s windows.
+# Such steps get longer windows of many steps, and more of them.
+SHORT_STEP_S = 0.02  # a GPU step shorter than this counts as launch-bound
+SHORT_STEP_WINDOW_S = 1.0  # each of its windows lasts at least this long...
+SHORT_STEP_MIN_STEPS = 200  # ...and holds at least this many steps
+SHORT_STEP_WINDOWS = 10  # and there are at least this many windows
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    steps: int
+    windows: int
+    rule: str
+
+
+def window_plan(step_s: float, device: str, min_window_s: float, windows: int, max_window_steps: int) -> WindowPlan:
+    """Steps per window and windows for a configuration. A launch-bound GPU step (shorter than SHORT_STEP_S)
+    gets windows of at least SHORT_STEP_WINDOW_S and SHORT_STEP_MIN_STEPS steps, and at least
+    SHORT_STEP_WINDOWS of them; anything else gets the run's settings. On a CPU every step is timed
+    exactly, so the settings stand."""
+    if device == "cuda" and step_s < SHORT_STEP_S:
+        length = max(min_window_s, SHORT_STEP_WINDOW_S)
+        # The rule's length wins over --max-window-steps: 1 s of 0.5 ms steps is 2000 steps.
+        steps = max(SHORT_STEP_MIN_STEPS, math.ceil(length / max(step_s, 1e-9)))
+        rule = (
+            f"launch-bound GPU step ({step_s * 1e3:.2g} ms < {SHORT_STEP_S * 1e3:g} ms): windows of at least "
+            f"{length:g} s and {SHORT_STEP_MIN_STEPS} steps, at least {SHORT_STEP_WINDOWS} windows"
+        )
+        return WindowPlan(steps, max(windows, SHORT_STEP_WINDOWS), rule)
+    return WindowPlan(steps_per_window(step_s, min_window_s, max_window_steps), windows, "the run's settings")
+
+
 @dataclass(frozen=True)
 class Window:
     seconds: float  # synchronised start to synchronised end

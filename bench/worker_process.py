@@ -93,7 +93,7 @@ def main() -> int:
 
                 def measure_all(session):
                     session.prepare()
-                    for _ in range(session.settings.windows):
+                    for _ in range(session.windows_planned):
                         session.window()
                     return {"record": session.finish({"pairing": "alone"})}
 

@@ -96,3 +96,50 @@ def test_tf32_through_the_current_api_and_legacy_readers_still_work():
             assert torch.backends.cuda.matmul.fp32_precision == "tf32"
     finally:
         set_tf32(True)
+
+
+def test_launch_bound_gpu_steps_get_longer_and_more_windows():
+    from bench.timing import SHORT_STEP_MIN_STEPS, SHORT_STEP_WINDOWS, window_plan
+
+    short = window_plan(0.004, "cuda", min_window_s=0.25, windows=6, max_window_steps=1000)
+    assert short.windows == SHORT_STEP_WINDOWS and short.steps == 250  # 1 s of 4 ms steps, above 200
+    tiny = window_plan(0.0005, "cuda", min_window_s=0.25, windows=6, max_window_steps=1000)
+    assert tiny.steps == 2000 and tiny.windows == 10  # 1 s, even past max_window_steps
+    just = window_plan(0.019, "cuda", min_window_s=0.25, windows=12, max_window_steps=1000)
+    assert just.steps == SHORT_STEP_MIN_STEPS and just.windows == 12  # 200 steps (3.8 s); more windows kept
+    assert "launch-bound" in short.rule
+    # compute-bound GPU steps and every CPU step keep the run's settings
+    long = window_plan(0.05, "cuda", min_window_s=1.0, windows=6, max_window_steps=1000)
+    assert (long.steps, long.windows, long.rule) == (20, 6, "the run's settings")
+    cpu = window_plan(0.004, "cpu", min_window_s=0.5, windows=10, max_window_steps=1000)
+    assert (cpu.steps, cpu.windows) == (125, 10)
+
+
+def test_the_runner_times_as_many_windows_as_the_rule_asks(tmp_path, monkeypatch):
+    """A worker's prepared window count (the rule's) is what the cell runs, for every engine in it."""
+    import os
+
+    from bench.config import build_plan
+    from bench.records import RunStore
+    from bench.runner import Runner
+
+    monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
+    plan = build_plan(dict(frameworks=["torch"], models=["resnet20_cifar"], batch_sizes=[2], modes=["infer"],
+                           precisions=["fp32"], image_size=32, device="cpu", windows=6, min_window_s=0.0,
+                           warmup_steps=0))  # fmt: skip
+    store = RunStore(tmp_path / "run")
+    store.path.mkdir()
+    runner = Runner(plan, store, {}, out=open(os.devnull, "w"))  # noqa: SIM115
+    asked = []
+    original = runner._ask
+
+    def spy(config, message):
+        reply = original(config, message)
+        if message["cmd"] == "prepare" and "prepared" in reply:
+            reply["prepared"]["windows"] = 9  # as a launch-bound GPU configuration would ask
+        asked.append(message["cmd"])
+        return reply
+
+    runner._ask = spy
+    (record,) = runner.run()
+    assert asked.count("window") == 1 + 9 and len(record["window_seconds"]) == 9
