@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -72,8 +73,6 @@ class NvmlSampler:
     """Samples GPU utilisation, power and device memory in a thread while the timed windows run."""
 
     def __init__(self, device_uuid: str | None = None, interval_s: float = 0.05):
-        import os
-
         import pynvml
 
         self._nvml = pynvml

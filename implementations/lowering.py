@@ -112,7 +112,7 @@ class _Graph:
             raise ValueError(f"{name}: adding tensors of shapes {[self.shapes[i] for i in inputs]}")
         if op in (CONV, MAXPOOL, SHORTCUT_PAD):
             size_out = conv_out(size, kernel, stride, padding)
-        elif op == GLOBAL_AVGPOOL or op in (FLATTEN, LINEAR):
+        elif op in (GLOBAL_AVGPOOL, FLATTEN, LINEAR):
             size_out = 1
         elif op != ADAPTIVE_AVGPOOL:
             size_out = size

@@ -3,22 +3,6 @@ for the life of a process, and Keras takes one backend per process):
 `python -m tests.timed_steps_case MODEL SIZE MODE DTYPE DIRECTION [ENGINE]` prints the relative
 differences as JSON; ENGINE is the Keras engine, keras-tensorflow (default) or keras-jax. The module
 docstring of the test explains the comparison.
-
-The steps the harness times compute the same thing in both frameworks.
-
-Each backend's own prepared step (the code inside the timed windows, reached through the StepHook test
-hook: a chosen dtype, given inputs, a fresh model) runs on weights transferred from the other framework,
-in both directions. Inference: the logits of every step agree. Training: the weight updates after 3 steps
-of SGD with momentum 0.9 (so the momentum buffers are exercised) agree, parameter by parameter and for
-BatchNorm's running statistics. The Keras model's weights are read back through the weight mapping into a
-PyTorch model, so both sides are compared under the same names.
-
-Float64 separates an implementation difference from rounding: 1e-4 relative. In float32, three
-momentum steps at batch 4 are ill-conditioned in PyTorch itself: PyTorch float32 against PyTorch float64
-differs by 6.7e-4 (ResNet-20 CIFAR), 3.6e-4 (ResNet-18, 64 px) and 1.4 (ResNet-50, 64 px) in the worst
-weight update (2.3e-2, 0.68 and 1.5 from another draw of the same initial distributions: the gap depends on
-the draw), so a float32 comparison between frameworks can only be held to a multiple of that gap
-(FLOAT32_TOLERANCE, on ResNet-20 CIFAR), and the float64 comparisons are the proof.
 """
 
 import json
