@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from .config import Config
-from .records import record_config
+from .records import Record
 from .tables import sig3
 
 
@@ -20,24 +20,24 @@ class Change:
     verdict: str  # "regression", "improvement" or "within spread"
 
 
-def _range(record: dict) -> tuple[float, float]:
-    low = record.get("throughput_min_img_s")
-    high = record.get("throughput_max_img_s")
-    median = record["throughput_img_s"]
+def _range(record: Record) -> tuple[float, float]:
+    low = record.throughput_min_img_s
+    high = record.throughput_max_img_s
+    median = record.throughput_img_s
     return (median if low is None else low), (median if high is None else high)
 
 
-def compare_runs(baseline: list[dict], candidate: list[dict]) -> list[Change]:
+def compare_runs(baseline: list[Record], candidate: list[Record]) -> list[Change]:
     """Match configurations; a change counts only beyond both runs' measured spread: a regression when
     the candidate's best window is slower than the baseline's worst, an improvement the other way."""
-    base = {record_config(r).key(): r for r in baseline if r["status"] == "ok"}
+    base = {r.config.key(): r for r in baseline if r.status == "ok"}
     rows = []
     for r in candidate:
-        if r["status"] != "ok":
+        if r.status != "ok":
             continue
-        config = record_config(r)
+        config = r.config
         b = base.get(config.key())
-        if b is None or not b["throughput_img_s"]:
+        if b is None or not b.throughput_img_s:
             continue
         b_low, b_high = _range(b)
         c_low, c_high = _range(r)
@@ -47,29 +47,29 @@ def compare_runs(baseline: list[dict], candidate: list[dict]) -> list[Change]:
             verdict = "improvement"
         else:
             verdict = "within spread"
-        change = r["throughput_img_s"] / b["throughput_img_s"] - 1
-        rows.append(Change(config, b["throughput_img_s"], r["throughput_img_s"], change, verdict))
+        change = r.throughput_img_s / b.throughput_img_s - 1
+        rows.append(Change(config, b.throughput_img_s, r.throughput_img_s, change, verdict))
     return rows
 
 
-def gate_failures(baseline: list[dict], candidate: list[dict], rows: list[Change], threshold_pct: float) -> list[str]:
+def gate_failures(
+    baseline: list[Record], candidate: list[Record], rows: list[Change], threshold_pct: float
+) -> list[str]:
     """Why a regression gate must fail, as sentences; empty when it may pass. It fails closed: a
     candidate that measured nothing, failed where the baseline ran, or lacks a configuration of the
     baseline fails the gate, as a slowdown beyond `threshold_pct` (and beyond the spread) does."""
     reasons = []
-    measured = {record_config(r).key(): r for r in candidate}
-    if not any(r["status"] == "ok" for r in candidate):
+    measured = {r.config.key(): r for r in candidate}
+    if not any(r.status == "ok" for r in candidate):
         reasons.append(f"the candidate has no successful measurement ({len(candidate)} record(s))")
-    base_ok = [r for r in baseline if r["status"] == "ok"]
-    absent = [r for r in base_ok if record_config(r).key() not in measured]
+    base_ok = [r for r in baseline if r.status == "ok"]
+    absent = [r for r in base_ok if r.config.key() not in measured]
     if absent:
         reasons.append(
             f"{len(absent)} configuration(s) of the baseline are missing from the candidate: {_names(absent)}"
         )
     failed = [
-        measured[record_config(r).key()]
-        for r in base_ok
-        if record_config(r).key() in measured and measured[record_config(r).key()]["status"] != "ok"
+        measured[r.config.key()] for r in base_ok if r.config.key() in measured and not measured[r.config.key()].ok
     ]
     if failed:
         reasons.append(
@@ -89,8 +89,8 @@ def _config_name(c: Config) -> str:
     return f"{c.framework} {c.model} {c.mode} b={c.batch_size} {c.precision} {c.layout} {c.image_size}px"
 
 
-def _names(records: list[dict], with_status: bool = False, limit: int = 10) -> str:
-    names = [_config_name(record_config(r)) + (f" ({r['status']})" if with_status else "") for r in records[:limit]]
+def _names(records: list[Record], with_status: bool = False, limit: int = 10) -> str:
+    names = [_config_name(r.config) + (f" ({r.status})" if with_status else "") for r in records[:limit]]
     return "; ".join(names) + (" ..." if len(records) > limit else "")
 
 
@@ -144,7 +144,7 @@ class RatioConsistency:
     total: tuple[int, int]  # comparisons in each run
 
 
-def _engine_ratios(records: list[dict]) -> dict:
+def _engine_ratios(records: list[Record]) -> dict:
     from . import tables
 
     ratios = {}
@@ -157,7 +157,7 @@ def _engine_ratios(records: list[dict]) -> dict:
     return ratios
 
 
-def ratio_consistency(run_a: list[dict], run_b: list[dict]) -> RatioConsistency:
+def ratio_consistency(run_a: list[Record], run_b: list[Record]) -> RatioConsistency:
     a, b = _engine_ratios(run_a), _engine_ratios(run_b)
     shared = sorted(set(a) & set(b))
     contradictions = [

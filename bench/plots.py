@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import tables
+from .records import Record
 from .tables import MIB
 
 COLORS = {"torch": "#ee4c2c", "keras-tensorflow": "#ff8f00", "keras-jax": "#1f77b4"}
@@ -20,14 +21,14 @@ def _plt():
     return plt
 
 
-def _label(r: dict) -> str:
+def _label(r: Record) -> str:
     return tables.engine(r)
 
 
-def write_plots(records: list[dict], out: Path) -> list[Path]:
+def write_plots(records: list[Record], out: Path) -> list[Path]:
     files = []
     for section in tables.sections(records):
-        chosen = [r for r in tables.select(records, section) if r["status"] == "ok"]
+        chosen = [r for r in tables.select(records, section) if r.status == "ok"]
         if not chosen:
             continue
         tag = section.tag()
@@ -51,13 +52,13 @@ def _grid(count: int):
 
 
 def _throughput_vs_batch(records, path: Path, tag: str) -> Path:
-    models = tables.model_order(r["model"] for r in records)
+    models = tables.model_order(r.model for r in records)
     plt, fig, axes = _grid(len(models))
     for ax, model in zip(axes.flat, models):
         series = defaultdict(list)
         for r in records:
-            if r["model"] == model:
-                series[_label(r)].append((r["batch_size"], r["throughput_img_s"]))
+            if r.model == model:
+                series[_label(r)].append((r.batch_size, r.throughput_img_s))
         for label, points in sorted(series.items()):
             points.sort()
             ax.plot(
@@ -90,15 +91,15 @@ def _depth(records, path: Path, tag: str) -> Path:
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9, 3.4))
     families = defaultdict(list)
     for r in records:
-        families[(r["family"], _label(r))].append(r)
+        families[(r.family, _label(r))].append(r)
     for (family, label), members in sorted(families.items()):
-        batch = max(r["batch_size"] for r in members)
-        points = sorted((r["depth"], r) for r in members if r["batch_size"] == batch)
+        batch = max(r.batch_size for r in members)
+        points = sorted((r.depth, r) for r in members if r.batch_size == batch)
         style = dict(
             marker="o", label=f"{family} {label} b={batch}", linestyle="-" if label.startswith("torch") else "--"
         )
-        ax_t.plot([d for d, _ in points], [r["throughput_img_s"] for _, r in points], **style)
-        memory = [(d, r["peak_memory_bytes"]) for d, r in points if r.get("peak_memory_bytes") is not None]
+        ax_t.plot([d for d, _ in points], [r.throughput_img_s for _, r in points], **style)
+        memory = [(d, r.peak_memory_bytes) for d, r in points if r.peak_memory_bytes is not None]
         if memory:
             ax_m.plot([d for d, _ in memory], [m / MIB for _, m in memory], **style)
     ax_t.set(xlabel="depth (layers)", ylabel="img/s", title="Throughput vs depth", yscale="log")
@@ -163,14 +164,14 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
 
 
 def _memory_vs_batch(records, path: Path, tag: str) -> Path | None:
-    with_memory = [r for r in records if r.get("peak_memory_bytes") is not None]
+    with_memory = [r for r in records if r.peak_memory_bytes is not None]
     if not with_memory:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     series = defaultdict(list)
     for r in with_memory:
-        series[(r["model"], _label(r))].append((r["batch_size"], r["peak_memory_bytes"] / MIB))
+        series[(r.model, _label(r))].append((r.batch_size, r.peak_memory_bytes / MIB))
     for (model, label), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1])):
         points.sort()
         ax.plot(

@@ -1,7 +1,8 @@
-"""Result records and the run directory: field list, JSONL storage (append + flush per record), env.
+"""Result records and the run directory: the typed record, JSONL storage (append + flush per record), env.
 
-A record is a flat JSON object; its fields are documented in results/README.md. The run directory is
-the database: results.jsonl (records), plan.json (what was asked), env.json (where it ran).
+A record is a frozen `Record`; on disk it is one flat JSON object per line of results.jsonl, its fields
+documented in results/README.md. The run directory is the database: results.jsonl (records), plan.json
+(what was asked), env.json (where it ran).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import platform
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .config import Config, UsageError
@@ -21,74 +22,172 @@ from .config import Config, UsageError
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 RETRYABLE = ("error", "timeout")  # what --retry-errors measures again
 
-SCHEMA_VERSION = 2  # 1: before paired cells, layout trials and the weights bound (still loads)
-
-# Order of the fields in results.jsonl and summary.csv.
-MEASUREMENT_FIELDS = (
-    "throughput_img_s", "throughput_iqr_img_s", "throughput_min_img_s", "throughput_max_img_s", "throughput_cv",
-    "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_samples", "latency_source", "first_step_s",
-    "build_s", "warmup_steps_run", "warmup_s", "steps_per_window", "layout_chosen", "peak_memory_bytes",
-    "peak_memory_first_step_bytes", "memory_bound_bytes", "memory_source", "nvml_memory_used_bytes",
-    "gpu_util_pct_mean", "gpu_util_pct_max", "power_w", "energy_j_per_img", "cpu_util_cores", "flops_per_img",
-    "achieved_tflops", "mfu", "params", "cell_id", "pairing",
-)  # fmt: skip
-RECORD_FIELDS = (
-    "framework", "model", "family", "depth", "batch_size", "mode", "precision", "compile", "layout",
-    "image_size", "device", "status", "error", *MEASUREMENT_FIELDS,
-)  # fmt: skip
-_TEXT_FIELDS = {"memory_source", "latency_source", "layout_chosen", "cell_id", "pairing"}
+# 1: before paired cells, layout trials and the weights bound; 2: engines named torch/keras-tensorflow/
+# keras-jax (a record of either loads: absent fields are None, "tensorflow" reads as keras-tensorflow).
+SCHEMA_VERSION = 2
 
 # Training costs about three forward passes (forward, and a backward of about twice the forward).
 TRAIN_FLOPS_FACTOR = 3
 
 
+@dataclass(frozen=True)
+class Record:
+    """One configuration's outcome: what was asked, its status, and every figure measured (None where
+    not measured; `unavailable` says why). Built by `make_record`, written by `RunStore.append`, read by
+    `read_results` (and `Record.from_json` for records embedded elsewhere); nothing else makes one."""
+
+    framework: str
+    model: str
+    family: str
+    depth: int
+    batch_size: int
+    mode: str
+    precision: str
+    compile: str
+    layout: str
+    image_size: int
+    device: str
+    status: str
+    error: str | None = None
+    throughput_img_s: float | None = None
+    throughput_iqr_img_s: float | None = None
+    throughput_min_img_s: float | None = None
+    throughput_max_img_s: float | None = None
+    throughput_cv: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    latency_samples: int | None = None
+    latency_source: str | None = None
+    first_step_s: float | None = None
+    build_s: float | None = None
+    warmup_steps_run: int | None = None
+    warmup_s: float | None = None
+    steps_per_window: int | None = None
+    layout_chosen: str | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_first_step_bytes: int | None = None
+    memory_bound_bytes: int | None = None
+    memory_source: str | None = None
+    nvml_memory_used_bytes: int | None = None
+    gpu_util_pct_mean: float | None = None
+    gpu_util_pct_max: float | None = None
+    power_w: float | None = None
+    energy_j_per_img: float | None = None
+    cpu_util_cores: float | None = None
+    flops_per_img: int | None = None
+    achieved_tflops: float | None = None
+    mfu: float | None = None
+    params: int | None = None
+    cell_id: str | None = None
+    pairing: str | None = None  # "interleaved" with the other engines of cell_id, or "alone"
+    # The samples behind the medians, and how they were taken.
+    window_throughputs_img_s: tuple[float, ...] = ()
+    window_seconds: tuple[float, ...] = ()
+    step_seconds: tuple[float, ...] = ()
+    warmup_steady: bool | None = None
+    window_rule: str | None = None
+    layout_trial: dict | None = None  # PyTorch layout auto: both formats' rates and the verdict
+    unavailable: dict = field(default_factory=dict)  # field name -> why it was not measured
+    env: dict = field(default_factory=dict)  # where and how it ran: host, framework versions, settings
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        for name in _SAMPLE_FIELDS:  # lists from JSON or a backend become tuples: the record is immutable
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+
+    @property
+    def config(self) -> Config:
+        return Config(**{name: getattr(self, name) for name in CONFIG_FIELDS})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def with_env(self, env: dict) -> Record:
+        return replace(self, env=env)
+
+    def to_json(self) -> dict:
+        """The JSON object of one results.jsonl line (fields in declaration order)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in _SAMPLE_FIELDS:
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_json(cls, data) -> Record:
+        """A record from its JSON object; RecordError names every problem. Older runs load: an absent
+        field is None (schema 1 had no schema_version), an old engine name reads as its canonical one."""
+        from implementations.frameworks import ALIASES
+
+        if isinstance(data, dict) and data.get("framework") in ALIASES:
+            data = {**data, "framework": ALIASES[data["framework"]]}
+        problems = record_problems(data)
+        if problems:
+            raise RecordError("; ".join(problems))
+        return cls(**{"schema_version": 1, **data})
+
+
+class RecordError(ValueError):
+    """A JSON object that is not a valid record."""
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(Record) if f.name not in ("unavailable", "env", "schema_version"))
+RECORD_FIELDS = RECORD_FIELDS[: RECORD_FIELDS.index("window_throughputs_img_s")]  # the columns of summary.csv
+MEASUREMENT_FIELDS = RECORD_FIELDS[RECORD_FIELDS.index("throughput_img_s") :]
+_SAMPLE_FIELDS = ("window_throughputs_img_s", "window_seconds", "step_seconds")
+_TEXT_FIELDS = {"memory_source", "latency_source", "layout_chosen", "cell_id", "pairing", "window_rule"}
+_KNOWN_FIELDS = {f.name for f in fields(Record)}
+CONFIG_FIELDS = tuple(f.name for f in fields(Config))
+
+
 def make_record(
     config: Config, status: str, error: str | None = None, peak_flops: float | None = None, **measured
-) -> dict:
-    """The one record builder: every field present (None where not measured, `unavailable` says why),
-    and the derived figures computed here only: FLOPs per image from the spec, achieved TFLOP/s from
-    the throughput (a training step counted as TRAIN_FLOPS_FACTOR forward passes), MFU against
-    `peak_flops` where the device's peak is known."""
+) -> Record:
+    """The one record builder: the derived figures are computed here only: FLOPs per image from the
+    spec, achieved TFLOP/s from the throughput (a training step counted as TRAIN_FLOPS_FACTOR forward
+    passes), MFU against `peak_flops` where the device's peak is known."""
     from implementations import get_spec
     from implementations.lowering import flops_per_image
 
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
     spec = get_spec(config.model)
-    record = {name: None for name in RECORD_FIELDS}
-    record.update(config.to_dict())
-    record.update(family=spec.family, depth=spec.depth, status=status, error=error, schema_version=SCHEMA_VERSION)
-    record.update(measured)
+    derived = {}
     if status == "ok" and measured.get("throughput_img_s") is not None:
         flops = flops_per_image(spec, config.image_size)
         factor = TRAIN_FLOPS_FACTOR if config.mode == "train" else 1
         achieved = flops * factor * measured["throughput_img_s"]
-        record.update(
+        derived = dict(
             flops_per_img=flops, achieved_tflops=achieved / 1e12, mfu=achieved / peak_flops if peak_flops else None
         )
-    record.setdefault("unavailable", {})
-    record.setdefault("env", {})
-    return record
-
-
-def record_config(record: dict) -> Config:
-    return Config.from_dict(record)
+    return Record(
+        **config.to_dict(),
+        family=spec.family,
+        depth=spec.depth,
+        status=status,
+        error=error,
+        **{**measured, **derived},
+    )
 
 
 # --- the one schema check for records (report, compare and resume all use it) ------------------------
 
 
 def record_problems(record) -> list[str]:
-    """What makes `record` unusable, as sentences; empty when it is a valid record."""
+    """What makes the JSON object `record` unusable, as sentences; empty when it is a valid record."""
     from implementations import FRAMEWORKS, list_models
 
     from .config import COMPILE, LAYOUTS, MODES, PRECISIONS
 
     if not isinstance(record, dict):
         return [f"a record is a JSON object, got {type(record).__name__}"]
-    missing = [name for name in (*CONFIG_FIELDS, "status") if name not in record]
+    missing = [name for name in (*CONFIG_FIELDS, "family", "depth", "status") if name not in record]
     if missing:
         return [f"missing field(s) {', '.join(missing)}"]
+    unknown = sorted(set(record) - _KNOWN_FIELDS)
+    if unknown:
+        return [f"unknown field(s) {', '.join(unknown)}"]
     problems = []
     choices = {
         "framework": FRAMEWORKS,
@@ -119,6 +218,12 @@ def record_problems(record) -> list[str]:
                 problems.append(f"{name} must be text or null, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             problems.append(f"{name} must be a number or null, got {value!r}")
+    for name in _SAMPLE_FIELDS:
+        value = record.get(name)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            problems.append(f"{name} must be a list of numbers, got {value!r}")
     if record["status"] == "ok" and not problems:
         rate = record.get("throughput_img_s")
         if not (isinstance(rate, (int, float)) and 0 < rate < float("inf")):
@@ -126,10 +231,9 @@ def record_problems(record) -> list[str]:
     for name in ("env", "unavailable"):
         if name in record and not isinstance(record[name], dict):
             problems.append(f"{name} must be an object, got {type(record[name]).__name__}")
+    if record.get("layout_trial") is not None and not isinstance(record["layout_trial"], dict):
+        problems.append(f"layout_trial must be an object or null, got {type(record['layout_trial']).__name__}")
     return problems
-
-
-CONFIG_FIELDS = tuple(f.name for f in fields(Config))
 
 
 @dataclass(frozen=True)
@@ -137,7 +241,7 @@ class ResultsFile:
     """What a results.jsonl holds: valid records with their line numbers, damaged lines, a torn tail."""
 
     path: Path
-    records: tuple[dict, ...] = ()
+    records: tuple[Record, ...] = ()
     lines: tuple[int, ...] = ()  # line number of each record
     problems: tuple[str, ...] = ()  # "line N: why", one per unusable complete line
     torn_tail: bytes = b""  # bytes after the last newline that do not make a record (a crash mid-write)
@@ -148,7 +252,7 @@ class ResultsFile:
         configurations outside `plan` (records of another run)."""
         if plan is not None:
             planned = {c.key() for c in plan.configs}
-            foreign = [n for n, r in zip(self.lines, self.records) if record_config(r).key() not in planned]
+            foreign = [n for n, r in zip(self.lines, self.records) if r.config.key() not in planned]
             if foreign:
                 raise UsageError(
                     f"{self.path} holds records that are not in its plan.json (lines "
@@ -200,31 +304,27 @@ def read_results(path: Path) -> ResultsFile:
     return ResultsFile(path, tuple(records), tuple(lines), tuple(problems), torn, body.count(b"\n") + 2 if torn else 0)
 
 
-def _parse_line(raw: bytes) -> tuple[dict | None, str | None]:
-    from implementations.frameworks import ALIASES
-
+def _parse_line(raw: bytes) -> tuple[Record | None, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         return None, f"not UTF-8 (byte {error.start})"
     try:
-        record = json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         return None, f"not JSON ({error.msg} at column {error.colno})"
-    if isinstance(record, dict) and record.get("framework") in ALIASES:  # older runs: "tensorflow"
-        record["framework"] = ALIASES[record["framework"]]
-    problems = record_problems(record)
-    if problems:
-        return None, "; ".join(problems)
-    return record, None
+    try:
+        return Record.from_json(data), None
+    except RecordError as error:
+        return None, str(error)
 
 
-def current_records(records) -> list[dict]:
+def current_records(records) -> list[Record]:
     """One record per configuration: a later attempt (--retry-errors) supersedes an earlier one."""
-    latest: dict[tuple, dict] = {}
+    latest: dict[tuple, Record] = {}
     for record in records:
-        latest.pop(record_config(record).key(), None)
-        latest[record_config(record).key()] = record
+        latest.pop(record.config.key(), None)
+        latest[record.config.key()] = record
     return list(latest.values())
 
 
@@ -263,7 +363,7 @@ class RunStore:
         os.truncate(self.results, size - len(results.torn_tail))
         return f"{results.torn_warning()}; moved to {self.torn.name}"
 
-    def append(self, record: dict) -> str | None:
+    def append(self, record: Record) -> str | None:
         """Write `record` as one line with one write call, then flush to disk; a torn tail left by an
         earlier crash is first set aside, so the new line can never be glued onto it."""
         warning = None
@@ -271,10 +371,10 @@ class RunStore:
             warning = self.set_aside_torn_tail()
             if not _ends_with_newline(self.results):  # a whole record that only lacked its newline
                 _write_all(self.results, b"\n")
-        _write_all(self.results, (json.dumps(record) + "\n").encode("utf-8"))
+        _write_all(self.results, (json.dumps(record.to_json()) + "\n").encode("utf-8"))
         return warning
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[Record]:
         return list(read_results(self.results).records)
 
     def write_json(self, name: str, data) -> None:
@@ -304,7 +404,7 @@ def _write_all(path: Path, data: bytes) -> None:
         os.close(descriptor)
 
 
-def load_records(path: Path) -> list[dict]:
+def load_records(path: Path) -> list[Record]:
     """The valid records of a results.jsonl (tests and tools; report/compare/resume check the file first)."""
     return list(read_results(path).records)
 

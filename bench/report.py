@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from . import tables
 from .config import Config, Plan, UsageError
-from .records import RECORD_FIELDS, current_records, read_results, record_config, record_problems
+from .records import RECORD_FIELDS, Record, RecordError, current_records, read_results
 from .tables import MIB, sig3
 
 P99_SAMPLES = 50  # fewer steps than this make a p99 little more than the largest sample
@@ -29,7 +29,7 @@ class Report:
 class Source:
     """A run's records after every check, with what the plan asked for and what is missing."""
 
-    records: list[dict]  # one per configuration (the latest attempt)
+    records: list[Record]  # one per configuration (the latest attempt)
     env: dict
     out: Path
     plan: Plan | None = None
@@ -55,7 +55,7 @@ def load_source(source: Path) -> Source:
         current = current_records(results.records)
         missing: tuple[Config, ...] = ()
         if plan is not None:
-            recorded = {record_config(r).key() for r in current}
+            recorded = {r.config.key() for r in current}
             missing = tuple(c for c in plan.configs if c.key() not in recorded)
         warnings = tuple(w for w in (results.torn_warning(),) if w)
         env = _read_json(folder / "env.json") or {}
@@ -68,15 +68,14 @@ def load_source(source: Path) -> Source:
         record = (benchmark.get("extra_info") or {}).get("record") if isinstance(benchmark, dict) else None
         if record is None:
             continue
-        trouble = record_problems(record)
-        if trouble:
-            problems.append(f"benchmark {index} ({benchmark.get('name')}): {'; '.join(trouble)}")
-        else:
-            records.append(record)
+        try:
+            records.append(Record.from_json(record))
+        except RecordError as trouble:
+            problems.append(f"benchmark {index} ({benchmark.get('name')}): {trouble}")
     if problems:
         raise UsageError(f"{source} has unusable records; nothing was written:\n  " + "\n  ".join(problems))
     machine = data.get("machine_info", {})
-    recorded = next((r.get("env") or {} for r in records if (r.get("env") or {}).get("cpu_cores")), {})
+    recorded = next((r.env for r in records if r.env.get("cpu_cores")), {})
     env = {
         "host": machine.get("node"),
         "cpu_model": (machine.get("cpu") or {}).get("brand_raw") or recorded.get("cpu_model"),
@@ -116,15 +115,14 @@ def write_report(source: Path, out: Path | None = None) -> Report:
     return Report(out / "report.md", console)
 
 
-def write_csv(records: list[dict], path: Path) -> None:
+def write_csv(records: list[Record], path: Path) -> None:
     env_fields = ("framework_version", "device_name", "intra_op_threads", "inter_op_threads", "git_commit")
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)])
         for r in records:
-            env = r.get("env") or {}
             writer.writerow(
-                [_csv_value(r.get(f)) for f in RECORD_FIELDS] + [_csv_value(env.get(f)) for f in env_fields]
+                [_csv_value(getattr(r, f)) for f in RECORD_FIELDS] + [_csv_value(r.env.get(f)) for f in env_fields]
             )
 
 
@@ -140,18 +138,16 @@ def _md(headers, rows) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def engine_line(records: list[dict], plan: Plan | None) -> str:
+def engine_line(records: list[Record], plan: Plan | None) -> str:
     """Which engines the run asked for, which have figures, and why the others have none."""
-    asked = (
-        list(dict.fromkeys(c.framework for c in plan.configs)) if plan else sorted({r["framework"] for r in records})
-    )
-    measured = [f for f in asked if any(r["framework"] == f and r["status"] == "ok" for r in records)]
+    asked = list(dict.fromkeys(c.framework for c in plan.configs)) if plan else sorted({r.framework for r in records})
+    measured = [f for f in asked if any(r.framework == f and r.status == "ok" for r in records)]
     reasons = []
     for framework in asked:
         if framework in measured:
             continue
-        own = [r for r in records if r["framework"] == framework]
-        if any(r["status"] == "skipped" and "not installed" in (r.get("error") or "") for r in own):
+        own = [r for r in records if r.framework == framework]
+        if any(r.status == "skipped" and "not installed" in (r.error or "") for r in own):
             reasons.append(f"{framework} (not installed on this machine)")
         elif own:
             reasons.append(f"{framework} (every configuration failed: see Failures)")
@@ -162,12 +158,12 @@ def engine_line(records: list[dict], plan: Plan | None) -> str:
     )
 
 
-def environment_lines(records: list[dict], env: dict, plan: Plan | None = None) -> list[str]:
+def environment_lines(records: list[Record], env: dict, plan: Plan | None = None) -> list[str]:
     worker_envs = defaultdict(dict)
     for r in records:
-        if r.get("env", {}).get("framework_version"):
-            worker_envs[r["framework"]] = r["env"]
-    devices = sorted({r["device"] for r in records})
+        if r.env.get("framework_version"):
+            worker_envs[r.framework] = r.env
+    devices = sorted({r.device for r in records})
     device_names = sorted({e.get("device_name") for e in worker_envs.values() if e.get("device_name")})
     lines = [
         f"- **Device**: {', '.join(devices) or '—'}"
@@ -176,10 +172,10 @@ def environment_lines(records: list[dict], env: dict, plan: Plan | None = None) 
             if device_names
             else f" — CPU: {env.get('cpu_model', '—')}, {env.get('cpu_cores', '—')} cores"
         ),
-        f"- **Image size**: {', '.join(str(v) for v in sorted({r['image_size'] for r in records})) or '—'} px; **batch sizes**: {', '.join(str(b) for b in sorted({r['batch_size'] for r in records}))}",
-        f"- **Precision**: {', '.join(sorted({r['precision'] for r in records}))}; **compile**: {', '.join(sorted({r['compile'] for r in records}))} "
+        f"- **Image size**: {', '.join(str(v) for v in sorted({r.image_size for r in records})) or '—'} px; **batch sizes**: {', '.join(str(b) for b in sorted({r.batch_size for r in records}))}",
+        f"- **Precision**: {', '.join(sorted({r.precision for r in records}))}; **compile**: {', '.join(sorted({r.compile for r in records}))} "
         "(off = PyTorch eager, TensorFlow tf.function, JAX jit; on = torch.compile, XLA)",
-        f"- **Layout**: PyTorch {', '.join(sorted({r['layout'] for r in records if r['framework'] == 'torch'})) or '—'}; Keras engines NHWC",
+        f"- **Layout**: PyTorch {', '.join(sorted({r.layout for r in records if r.framework == 'torch'})) or '—'}; Keras engines NHWC",
     ]
     for framework, e in sorted(worker_envs.items()):
         details = [f"{framework} {e.get('framework_version')}"]
@@ -199,7 +195,7 @@ def environment_lines(records: list[dict], env: dict, plan: Plan | None = None) 
 
 
 def render_markdown(
-    records: list[dict], env: dict, plot_files: list[Path], loaded: Source | None = None
+    records: list[Record], env: dict, plot_files: list[Path], loaded: Source | None = None
 ) -> tuple[str, str]:
     plan = loaded.plan if loaded else None
     out = ["# Benchmark report", "", *environment_lines(records, env, plan), ""]
@@ -249,7 +245,7 @@ def render_markdown(
 
 
 def _ok(records):
-    return [r for r in records if r["status"] == "ok"]
+    return [r for r in records if r.status == "ok"]
 
 
 def trust_summary(verdicts: list, flags: list) -> str:
@@ -294,26 +290,26 @@ def _comparison_method() -> list[str]:
 
 def _layouts(records) -> list[str]:
     """PyTorch's memory format chosen per cell by the layout trial, with both trial figures."""
-    tried = [r for r in _ok(records) if isinstance(r.get("layout_trial"), dict)]
+    tried = [r for r in _ok(records) if isinstance(r.layout_trial, dict)]
     if not tried:
         return []
-    batches = sorted({r["batch_size"] for r in tried})
-    by = {(r["model"], r["batch_size"]): r for r in tried}
+    batches = sorted({r.batch_size for r in tried})
+    by = {(r.model, r.batch_size): r for r in tried}
     short = {"channels_first": "NCHW", "channels_last": "NHWC"}
     rows = []
-    for model in tables.model_order(r["model"] for r in tried):
+    for model in tables.model_order(r.model for r in tried):
         row = [model]
         for b in batches:
             r = by.get((model, b))
             if r is None:
                 row.append("—")
                 continue
-            trial = r["layout_trial"]
+            trial = r.layout_trial
             nchw, nhwc = trial.get("channels_first_img_s"), trial.get("channels_last_img_s")
             verdict = "" if trial.get("decided") else " (tie: default)"
-            row.append(f"{short[r['layout_chosen']]}{verdict}: {sig3(nchw)} / {sig3(nhwc)}")
+            row.append(f"{short[r.layout_chosen]}{verdict}: {sig3(nchw)} / {sig3(nhwc)}")
         rows.append(row)
-    rule = tried[0]["layout_trial"].get("rule", "")
+    rule = tried[0].layout_trial.get("rule", "")
     return [
         "### PyTorch memory format (layout auto): chosen, and trial img/s NCHW / NHWC",
         "",
@@ -328,17 +324,15 @@ def _latency(records) -> list[str]:
     ok = _ok(records)
     if not ok:
         return []
-    smallest = min(r["batch_size"] for r in ok)
+    smallest = min(r.batch_size for r in ok)
     rows = []
     for r in sorted(
-        (r for r in ok if r["batch_size"] == smallest), key=lambda r: (tables.depth_key(r["model"]), tables.engine(r))
+        (r for r in ok if r.batch_size == smallest), key=lambda r: (tables.depth_key(r.model), tables.engine(r))
     ):
-        samples = r.get("latency_samples")
+        samples = r.latency_samples
         few = samples is not None and samples < P99_SAMPLES
-        p99 = sig3(r["latency_ms_p99"]) + (f" (n={samples})" if few else "")
-        rows.append(
-            [r["model"], tables.engine(r), sig3(r["latency_ms_p50"]), p99, samples if samples is not None else "—"]
-        )
+        p99 = sig3(r.latency_ms_p99) + (f" (n={samples})" if few else "")
+        rows.append([r.model, tables.engine(r), sig3(r.latency_ms_p50), p99, samples if samples is not None else "—"])
     return [
         f"### Latency at batch {smallest}",
         "",
@@ -350,26 +344,20 @@ def _latency(records) -> list[str]:
 
 
 def _memory(records) -> list[str]:
-    ok = [
-        r
-        for r in _ok(records)
-        if r.get("peak_memory_bytes") is not None or "peak_memory_bytes" in r.get("unavailable", {})
-    ]
+    ok = [r for r in _ok(records) if r.peak_memory_bytes is not None or "peak_memory_bytes" in r.unavailable]
     if not ok:
         return []
-    batches = sorted({r["batch_size"] for r in ok})
+    batches = sorted({r.batch_size for r in ok})
     series = defaultdict(dict)
     sources = set()
     for r in ok:
-        series[(r["model"], tables.engine(r))][r["batch_size"]] = r
-        sources.add(r.get("memory_source"))
+        series[(r.model, tables.engine(r))][r.batch_size] = r
+        sources.add(r.memory_source)
     rows = []
     for (model, name), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1])):
-        measured = sorted(
-            (b, r["peak_memory_bytes"]) for b, r in points.items() if r.get("peak_memory_bytes") is not None
-        )
+        measured = sorted((b, r.peak_memory_bytes) for b, r in points.items() if r.peak_memory_bytes is not None)
         fit = tables.memory_fit(measured) if len(measured) >= 2 else None
-        bounds = [r["memory_bound_bytes"] for r in points.values() if r.get("memory_bound_bytes")]
+        bounds = [r.memory_bound_bytes for r in points.values() if r.memory_bound_bytes]
         bound = max(bounds) / MIB if bounds else None
         possible = fit is not None and fit[1] >= 0 and fit[0] >= 0
         fit_text = f"{sig3(fit[0])} + {sig3(fit[1])}/img" if possible else ("not physical" if fit else "—")
@@ -378,10 +366,10 @@ def _memory(records) -> list[str]:
             r = points.get(b)
             if r is None:
                 cells.append("—")
-            elif r.get("peak_memory_bytes") is None:
+            elif r.peak_memory_bytes is None:
                 cells.append("below bound")
             else:
-                cells.append(sig3(r["peak_memory_bytes"] / MIB))
+                cells.append(sig3(r.peak_memory_bytes / MIB))
         rows.append([model, name, *cells, sig3(bound), fit_text])
     headers = (
         ["model", "engine"] + [f"b={b} (MiB)" for b in batches] + ["weights bound (MiB)", "fit: fixed MiB + MiB/img"]
@@ -405,27 +393,27 @@ def _utilization(records) -> list[str]:
         return []
     largest = {}
     for r in ok:
-        key = (r["model"], r["framework"], r["layout"])
-        if key not in largest or r["batch_size"] > largest[key]["batch_size"]:
+        key = (r.model, r.framework, r.layout)
+        if key not in largest or r.batch_size > largest[key].batch_size:
             largest[key] = r
-    gpu = any(r["device"] == "cuda" for r in ok)
+    gpu = any(r.device == "cuda" for r in ok)
     rows = []
     for (model, framework, layout), r in sorted(
         largest.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
     ):
-        row = [model, framework, layout, r["batch_size"]]
+        row = [model, framework, layout, r.batch_size]
         if gpu:
             row += [
-                sig3(r.get("gpu_util_pct_mean")),
-                sig3(r.get("gpu_util_pct_max")),
-                sig3(r.get("power_w")),
-                sig3(r.get("energy_j_per_img")),
+                sig3(r.gpu_util_pct_mean),
+                sig3(r.gpu_util_pct_max),
+                sig3(r.power_w),
+                sig3(r.energy_j_per_img),
             ]
         else:
-            row += [sig3(r.get("cpu_util_cores"))]
+            row += [sig3(r.cpu_util_cores)]
         row += [
-            sig3(r.get("achieved_tflops") * 1e3 if r.get("achieved_tflops") is not None else None),
-            sig3(r["mfu"] * 100 if r.get("mfu") is not None else None),
+            sig3(r.achieved_tflops * 1e3 if r.achieved_tflops is not None else None),
+            sig3(r.mfu * 100 if r.mfu is not None else None),
         ]
         rows.append(row)
     headers = ["model", "framework", "layout", "batch"]
@@ -446,10 +434,10 @@ def _first_step(records) -> list[str]:
     ok = _ok(records)
     if not ok:
         return []
-    batches = sorted({r["batch_size"] for r in ok})
+    batches = sorted({r.batch_size for r in ok})
     by = defaultdict(dict)
     for r in ok:
-        by[(r["model"], r["framework"], r["layout"])][r["batch_size"]] = r["first_step_s"]
+        by[(r.model, r.framework, r.layout)][r.batch_size] = r.first_step_s
     rows = [
         [model, framework, layout] + [sig3(points.get(b)) for b in batches]
         for (model, framework, layout), points in sorted(
@@ -471,22 +459,20 @@ def _depth_scaling(records) -> list[str]:
     lines = ["### Depth scaling", ""]
     families = defaultdict(list)
     for r in ok:
-        families[r["family"]].append(r)
-    for family, members in sorted(families.items(), key=lambda kv: tables.depth_key(kv[1][0]["model"])):
-        batch = max(r["batch_size"] for r in members)
+        families[r.family].append(r)
+    for family, members in sorted(families.items(), key=lambda kv: tables.depth_key(kv[1][0].model)):
+        batch = max(r.batch_size for r in members)
         rows = []
-        for r in sorted(
-            (r for r in members if r["batch_size"] == batch), key=lambda r: (r["depth"], r["framework"], r["layout"])
-        ):
+        for r in sorted((r for r in members if r.batch_size == batch), key=lambda r: (r.depth, r.framework, r.layout)):
             rows.append(
                 [
-                    r["model"],
-                    r["depth"],
-                    r["framework"],
-                    r["layout"],
-                    sig3(r["throughput_img_s"]),
-                    sig3(r["flops_per_img"] / 1e9),
-                    sig3(r["achieved_tflops"]),
+                    r.model,
+                    r.depth,
+                    r.framework,
+                    r.layout,
+                    sig3(r.throughput_img_s),
+                    sig3(r.flops_per_img / 1e9),
+                    sig3(r.achieved_tflops),
                 ]
             )
         lines += [
@@ -504,7 +490,7 @@ def _kernel_variants(records) -> list[str]:
     from implementations import get_spec
     from implementations.lowering import params_count
 
-    ok = {(r["model"], tables.engine(r), r["batch_size"]): r for r in _ok(records)}
+    ok = {(r.model, tables.engine(r), r.batch_size): r for r in _ok(records)}
     rows = []
     for (model, name, batch), r in sorted(ok.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])):
         twin = ok.get((f"{model}_5x5", name, batch))
@@ -513,12 +499,12 @@ def _kernel_variants(records) -> list[str]:
         rows.append(
             [
                 model,
-                f"{params_count(get_spec(model)) / 1e6:.1f}M / {params_count(get_spec(twin['model'])) / 1e6:.1f}M",
-                f"{sig3(r['flops_per_img'] / 1e9)} / {sig3(twin['flops_per_img'] / 1e9)}",
+                f"{params_count(get_spec(model)) / 1e6:.1f}M / {params_count(get_spec(twin.model)) / 1e6:.1f}M",
+                f"{sig3(r.flops_per_img / 1e9)} / {sig3(twin.flops_per_img / 1e9)}",
                 name,
                 batch,
-                f"{sig3(r['throughput_img_s'])} / {sig3(twin['throughput_img_s'])}",
-                f"{twin['throughput_img_s'] / r['throughput_img_s']:.2f}x",
+                f"{sig3(r.throughput_img_s)} / {sig3(twin.throughput_img_s)}",
+                f"{twin.throughput_img_s / r.throughput_img_s:.2f}x",
             ]  # fmt: skip
         )
     if not rows:
@@ -562,7 +548,7 @@ def _missing(loaded: Source | None) -> list[str]:
 
 
 def _failures(records, loaded: Source | None = None) -> list[str]:
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r.status != "ok"]
     lines = ["## Failures", ""]
     if loaded and loaded.superseded:
         lines += [
@@ -574,13 +560,13 @@ def _failures(records, loaded: Source | None = None) -> list[str]:
         return lines + ["None: every recorded configuration ran to the end.", ""]
     rows = [
         [
-            r["framework"],
-            r["model"],
-            r["mode"],
-            r["precision"],
-            r["batch_size"],
-            tables.STATUS_LABEL[r["status"]],
-            (r.get("error") or "").replace("|", "/")[:160],
+            r.framework,
+            r.model,
+            r.mode,
+            r.precision,
+            r.batch_size,
+            tables.STATUS_LABEL[r.status],
+            (r.error or "").replace("|", "/")[:160],
         ]
         for r in failed
     ]

@@ -27,7 +27,7 @@ from pathlib import Path
 from implementations import is_installed
 
 from .config import Config, Plan, Settings
-from .records import RETRYABLE, RunStore, current_records, make_record, read_results, record_config
+from .records import RETRYABLE, Record, RunStore, current_records, make_record, read_results
 
 INSTALL_HINT = {
     "torch": "pip install 'cnn-bench[torch]'",
@@ -219,6 +219,8 @@ class Runner:
             reply = self._worker(config).request(message, timeout)
             if "error" in reply:
                 raise WorkerDied(reply["error"])
+            if "record" in reply:
+                reply["record"] = Record.from_json(reply["record"])
             return reply
         except WorkerTimeout as error:
             self._discard(config)
@@ -227,13 +229,13 @@ class Runner:
             self._discard(config)
             return {"record": make_record(config, "error", error=f"{error}; see {self.store.path.name}/worker-*.log")}
 
-    def run_cell(self, configs: list[Config], settings: Settings | None = None) -> list[dict]:
+    def run_cell(self, configs: list[Config], settings: Settings | None = None) -> list[Record]:
         """Records for the configurations of one cell, whatever happens to their workers."""
         settings = settings or self.plan.settings
         cell_id = uuid.uuid4().hex[:12]
         ids = {config: f"{cell_id}-{index}" for index, config in enumerate(configs)}
         extra = {"settings": asdict(settings)} if settings is not self.plan.settings else {}
-        records: dict[Config, dict] = {}
+        records: dict[Config, Record] = {}
         active: list[Config] = []
         windows = settings.windows
         for config in configs:
@@ -256,27 +258,27 @@ class Runner:
             if config not in records:
                 records[config] = self._ask(config, {"cmd": "finish", "id": ids[config], "cell": cell})["record"]
         for config, record in records.items():
-            if record["status"] == "oom":
+            if record.status == "oom":
                 self._discard(config)  # a fresh process after an OOM: no fragmented allocator
             worker = self.workers.get(self._slot(config))
-            record["env"] = {**self.host_env, **(worker.env if worker else {}), **record.get("env", {})}
+            records[config] = record.with_env({**self.host_env, **(worker.env if worker else {}), **record.env})
         return [records[c] for c in configs]
 
-    def measure(self, config: Config, settings: Settings | None = None) -> dict:
+    def measure(self, config: Config, settings: Settings | None = None) -> Record:
         """A record for one configuration on its own."""
         return self.run_cell([config], settings)[0]
 
     # --- the sweep --------------------------------------------------------------------------------
-    def run(self, retry_errors: bool = False) -> list[dict]:
+    def run(self, retry_errors: bool = False) -> list[Record]:
         """Measure what the run directory lacks (and, with retry_errors, what failed by error or timeout)."""
         existing = self.check_existing()
-        retried = [r for r in existing if retry_errors and r["status"] in RETRYABLE]
-        done = {record_config(r).key() for r in existing} - {record_config(r).key() for r in retried}
+        retried = [r for r in existing if retry_errors and r.status in RETRYABLE]
+        done = {r.config.key() for r in existing} - {r.config.key() for r in retried}
         oom_at: dict[tuple, int] = {}
         for record in existing:
-            if record["status"] == "oom":
-                group = record_config(record).group()
-                oom_at[group] = min(oom_at.get(group, record["batch_size"]), record["batch_size"])
+            if record.status == "oom":
+                group = record.config.group()
+                oom_at[group] = min(oom_at.get(group, record.batch_size), record.batch_size)
         todo = [c for c in self.plan.configs if c.key() not in done]
         missing = sorted({c.framework for c in todo if not is_installed(c.framework)})
         for framework in missing:
@@ -308,15 +310,15 @@ class Runner:
         self.close_workers()
         return new_records
 
-    def _keep(self, record: dict, oom_at: dict, new_records: list, total: int, started: float) -> None:
+    def _keep(self, record: Record, oom_at: dict, new_records: list, total: int, started: float) -> None:
         self._append(record)
         new_records.append(record)
-        if record["status"] == "oom":
-            group = record_config(record).group()
-            oom_at[group] = min(oom_at.get(group, record["batch_size"]), record["batch_size"])
+        if record.status == "oom":
+            group = record.config.group()
+            oom_at[group] = min(oom_at.get(group, record.batch_size), record.batch_size)
         self._progress(len(new_records), total, started, record)
 
-    def check_existing(self) -> list[dict]:
+    def check_existing(self) -> list[Record]:
         """The records already in the run, checked: a torn tail is set aside, damaged lines and
         records of another plan stop the run with exit status 2 before anything is measured."""
         warning = self.store.set_aside_torn_tail()
@@ -326,11 +328,11 @@ class Runner:
         results.check(self.plan)
         return current_records(results.records)
 
-    def _append(self, record: dict) -> None:
+    def _append(self, record: Record) -> None:
         try:
             warning = self.store.append(record)
         except OSError as error:
-            print(json.dumps(record), file=sys.stderr, flush=True)
+            print(json.dumps(record.to_json()), file=sys.stderr, flush=True)
             raise RunWriteError(
                 f"cannot write to {self.store.results}: {error.strerror or error}. The record above was measured "
                 f"but not saved; make the directory writable and continue with --resume {self.store.path}"
@@ -338,7 +340,7 @@ class Runner:
         if warning:
             self._say(f"warning: {warning}")
 
-    def _unmeasured_record(self, config: Config, missing: list[str], oom_at: dict) -> dict | None:
+    def _unmeasured_record(self, config: Config, missing: list[str], oom_at: dict) -> Record | None:
         """The record of a configuration that is not measured (framework missing, OOM at a smaller batch)."""
         if config.framework in missing:
             return make_record(
@@ -360,9 +362,9 @@ class Runner:
         if "probe" in reply:
             return "ok", f"ok (first step {reply['probe']['first_step_s']:.3g} s)"
         record = reply["record"]
-        if record["status"] == "oom":
+        if record.status == "oom":
             self._discard(config)
-        return record["status"], f"{record['status']}: {(record.get('error') or '')[:120]}"
+        return record.status, f"{record.status}: {(record.error or '')[:120]}"
 
     def find_max_batches(self) -> list[dict]:
         """For each eager group of the plan: start from the largest batch the run measured as fitting,
@@ -370,9 +372,9 @@ class Runner:
         configurations are not searched (every batch would compile anew)."""
         ok_batches: dict[tuple, int] = {}
         for record in self.store.records():
-            if record["status"] == "ok":
-                group = record_config(record).group()
-                ok_batches[group] = max(ok_batches.get(group, 0), record["batch_size"])
+            if record.status == "ok":
+                group = record.config.group()
+                ok_batches[group] = max(ok_batches.get(group, 0), record.batch_size)
         results = []
         groups = {}
         for config in self.plan.configs:
@@ -434,7 +436,7 @@ class Runner:
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def _progress(self, done: int, total: int, started: float, record: dict) -> None:
+    def _progress(self, done: int, total: int, started: float, record: Record) -> None:
         elapsed = time.monotonic() - started
         eta = elapsed / done * (total - done)
         width = 20
@@ -459,18 +461,18 @@ def cells(configs: list[Config], interleave: bool) -> list[list[Config]]:
     return list(grouped.values())
 
 
-def summary_line(record: dict) -> str:
+def summary_line(record: Record) -> str:
     what = (
-        f"{record['framework']:<10} {record['model']:<15} {record['mode']:<5} b={record['batch_size']:<4} "
-        f"{record['precision']} {record.get('layout_chosen') or record['layout']}"
-        f"{' compiled' if record['compile'] == 'on' else ''}"
+        f"{record.framework:<10} {record.model:<15} {record.mode:<5} b={record.batch_size:<4} "
+        f"{record.precision} {record.layout_chosen or record.layout}"
+        f"{' compiled' if record.compile == 'on' else ''}"
     )
-    if record["status"] != "ok":
-        return f"{what}: {record['status'].upper()} {record.get('error') or ''}".rstrip()
-    cv = record.get("throughput_cv") or 0.0
+    if record.status != "ok":
+        return f"{what}: {record.status.upper()} {record.error or ''}".rstrip()
+    cv = record.throughput_cv or 0.0
     return (
-        f"{what}: {record['throughput_img_s']:.4g} img/s (CV {cv:.1%}), p50 {record['latency_ms_p50']:.3g} ms, "
-        f"first step {record['first_step_s']:.3g} s"
+        f"{what}: {record.throughput_img_s:.4g} img/s (CV {cv:.1%}), p50 {record.latency_ms_p50:.3g} ms, "
+        f"first step {record.first_step_s:.3g} s"
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import stats, timing
 from .config import Config, Settings
 from .monitors import NvmlSampler, ProcessMemory, peak_flops
-from .records import make_record
+from .records import Record, make_record
 
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
 LAYOUT_TRIAL_ROUNDS = 3
@@ -160,7 +160,7 @@ class Session:
         peak, source = self.backend.peak_memory(self.config)
         return (self.memory.peak(), self.memory.source) if peak is None else (peak, source)
 
-    def finish(self, cell: dict | None = None) -> dict:
+    def finish(self, cell: dict | None = None) -> Record:
         """The record: statistics over the windows, memory checked against the weights bound."""
         config, settings = self.config, self.settings
         if self.sampler:
@@ -228,7 +228,7 @@ class Session:
         self.prepared = None
         return make_record(config, "ok", peak_flops=peak_rate, unavailable=unavailable, env=env, **measured)
 
-    def failure(self, error: BaseException) -> dict:
+    def failure(self, error: BaseException) -> Record:
         """A failed configuration is a record with its status; the backend lets go of everything."""
         status = "oom" if self.backend.is_oom(error) else "error"
         message = f"{type(error).__name__}: {error}".strip()

@@ -1,6 +1,6 @@
 """Pure rendering helpers: number formatting, pivots of records, memory fits and sanity flags.
 
-Functions from records (plain dicts) to rows and strings; no I/O, no framework imports.
+Functions from records (`Record`) to rows and strings; no I/O, no framework imports.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from implementations import get_spec, list_models
 from implementations.specs import FAMILY_ORDER
 
+from .records import Record
 from .stats import Ratio, linear_fit, paired_ratio, sequential_ratio
 
 MIB = 1024 * 1024
@@ -39,12 +40,12 @@ def model_order(names) -> list[str]:
     return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
 
 
-def cell(record: dict | None, field: str = "throughput_img_s", scale: float = 1.0) -> str:
+def cell(record: Record | None, field: str = "throughput_img_s", scale: float = 1.0) -> str:
     if record is None:
         return "—"
-    if record["status"] != "ok":
-        return STATUS_LABEL[record["status"]]
-    value = record.get(field)
+    if record.status != "ok":
+        return STATUS_LABEL[record.status]
+    value = getattr(record, field)
     return sig3(value / scale if value is not None else None)
 
 
@@ -67,33 +68,31 @@ class Section:
         text = f"{self.mode}_{self.precision}" + ("_compiled" if self.compile == "on" else "")
         return text + (f"_{self.image_size}px_{self.device}" if self.distinct_sizes else "")
 
-    def holds(self, record: dict) -> bool:
-        return (record["mode"], record["precision"], record["compile"], record["image_size"], record["device"]) == (
+    def holds(self, record: Record) -> bool:
+        return (record.mode, record.precision, record.compile, record.image_size, record.device) == (
             self.mode, self.precision, self.compile, self.image_size, self.device,
         )  # fmt: skip
 
 
-def sections(records: list[dict]) -> list[Section]:
+def sections(records: list[Record]) -> list[Section]:
     """The sections present, in a stable order (train before infer)."""
-    seen = {(r["mode"], r["precision"], r["compile"], r["image_size"], r["device"]) for r in records}
+    seen = {(r.mode, r.precision, r.compile, r.image_size, r.device) for r in records}
     distinct = len({(size, device) for *_, size, device in seen}) > 1
     mode_rank = {"train": 0, "infer": 1}
     ordered = sorted(seen, key=lambda s: (mode_rank.get(s[0], 9), *s[1:]))
     return [Section(*key, distinct_sizes=distinct) for key in ordered]
 
 
-def select(records, section: Section) -> list[dict]:
+def select(records, section: Section) -> list[Record]:
     return [r for r in records if section.holds(r)]
 
 
-def throughput_pivot(records: list[dict], engine_name: str) -> tuple[list[str], list[list[str]]]:
+def throughput_pivot(records: list[Record], engine_name: str) -> tuple[list[str], list[list[str]]]:
     """Rows: models in depth order; columns: batch sizes; cells: img/s or the failure."""
     chosen = [r for r in records if engine(r) == engine_name]
-    batches = sorted({r["batch_size"] for r in chosen})
-    by_key = {(r["model"], r["batch_size"]): r for r in chosen}
-    rows = [
-        [model] + [cell(by_key.get((model, b))) for b in batches] for model in model_order(r["model"] for r in chosen)
-    ]
+    batches = sorted({r.batch_size for r in chosen})
+    by_key = {(r.model, r.batch_size): r for r in chosen}
+    rows = [[model] + [cell(by_key.get((model, b))) for b in batches] for model in model_order(r.model for r in chosen)]
     return ["model"] + [f"b={b} (img/s)" for b in batches], rows
 
 
@@ -104,14 +103,14 @@ BASELINE_ENGINE = "torch"
 NOISE_MARGIN = 0.05
 
 
-def engine(record: dict) -> str:
+def engine(record: Record) -> str:
     """An engine's name in tables: the framework, with PyTorch's layout when it was pinned."""
-    if record["framework"] == "torch" and record["layout"] != "auto":
-        return f"torch ({record['layout']})"
-    return record["framework"]
+    if record.framework == "torch" and record.layout != "auto":
+        return f"torch ({record.layout})"
+    return record.framework
 
 
-def engine_order(records: list[dict]) -> list[str]:
+def engine_order(records: list[Record]) -> list[str]:
     """Engines present, baseline first, then in the order of FRAMEWORKS (PyTorch, Keras on TensorFlow, on JAX)."""
     from implementations import FRAMEWORKS
 
@@ -123,22 +122,22 @@ def engine_order(records: list[dict]) -> list[str]:
     return sorted({engine(r) for r in records}, key=rank)
 
 
-def baseline_engine(records: list[dict]) -> str | None:
+def baseline_engine(records: list[Record]) -> str | None:
     names = engine_order(records)
     return names[0] if names else None
 
 
-def window_rates(record: dict) -> list[float]:
-    return list(record.get("window_throughputs_img_s") or [])
+def window_rates(record: Record) -> list[float]:
+    return list(record.window_throughputs_img_s or [])
 
 
-def ratio_between(baseline: dict, other: dict) -> Ratio | None:
+def ratio_between(baseline: Record, other: Record) -> Ratio | None:
     """`other` against `baseline`: paired when their windows alternated in one cell, else sequential."""
     base, rates = window_rates(baseline), window_rates(other)
     if not base or not rates:
         return None
-    same_cell = baseline.get("cell_id") and baseline.get("cell_id") == other.get("cell_id")
-    if same_cell and other.get("pairing") == "interleaved" and len(base) == len(rates):
+    same_cell = baseline.cell_id and baseline.cell_id == other.cell_id
+    if same_cell and other.pairing == "interleaved" and len(base) == len(rates):
         return paired_ratio(base, rates, margin=NOISE_MARGIN)
     return sequential_ratio(base, rates, margin=NOISE_MARGIN)
 
@@ -152,13 +151,13 @@ class Comparison:
     failures: dict  # (engine, model, batch) -> text naming what failed
 
 
-def compare_engines(records: list[dict]) -> Comparison | None:
+def compare_engines(records: list[Record]) -> Comparison | None:
     baseline = baseline_engine(records)
     if baseline is None or len(engine_order(records)) < 2:
         return None
-    slots: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    slots: dict[tuple, dict[str, Record]] = defaultdict(dict)
     for r in records:
-        slots[(r["model"], r["batch_size"])][engine(r)] = r
+        slots[(r.model, r.batch_size)][engine(r)] = r
     ratios, failures = {}, {}
     for (model, batch), slot in slots.items():
         base = slot.get(baseline)
@@ -167,9 +166,9 @@ def compare_engines(records: list[dict]) -> Comparison | None:
                 continue
             key = (name, model, batch)
             broken = [
-                f"{e} {STATUS_LABEL.get(x['status'], x['status'])}"
+                f"{e} {STATUS_LABEL.get(x.status, x.status)}"
                 for e, x in ((baseline, base), (name, r))
-                if x and x["status"] != "ok"
+                if x and x.status != "ok"
             ]
             if base is None:
                 failures[key] = f"no {baseline} record"
@@ -184,12 +183,12 @@ def compare_engines(records: list[dict]) -> Comparison | None:
     return Comparison(baseline, ratios, failures)
 
 
-def comparison_table(records: list[dict], comparison: Comparison, other: str) -> tuple[list[str], list[list[str]]]:
+def comparison_table(records: list[Record], comparison: Comparison, other: str) -> tuple[list[str], list[list[str]]]:
     """Rows: models; columns: batch sizes; cells: '1.23x faster [1.10-1.35]' or 'same within noise [...]'."""
     chosen = [r for r in records if engine(r) in (other, comparison.baseline)]
-    batches = sorted({r["batch_size"] for r in chosen})
+    batches = sorted({r.batch_size for r in chosen})
     rows = []
-    for model in model_order(r["model"] for r in chosen):
+    for model in model_order(r.model for r in chosen):
         row = [model]
         for b in batches:
             key = (other, model, b)
@@ -218,7 +217,7 @@ class Flag:
     kind: str  # the check that tripped, a group heading
     severity: float  # how far past the check: ranks flags within and across groups
     text: str
-    record: dict
+    record: Record
 
 
 FLAG_KINDS = {
@@ -230,43 +229,39 @@ FLAG_KINDS = {
 }
 
 
-def sanity_flags(records: list[dict]) -> list[Flag]:
+def sanity_flags(records: list[Record]) -> list[Flag]:
     """Cells a reader should distrust, with the reason, most severe first."""
     flags = []
-    ok = [r for r in records if r["status"] == "ok" and r.get("throughput_img_s")]
+    ok = [r for r in records if r.status == "ok" and r.throughput_img_s]
     for r in ok:
-        cv = r.get("throughput_cv")
+        cv = r.throughput_cv
         if cv is not None and cv > CV_LIMIT:
             flags.append(Flag("cv", cv / CV_LIMIT, f"{_name(r)}: CV {cv:.1%}", r))
-        if r.get("warmup_steady") is False:
-            flags.append(Flag("warmup", 1.0, f"{_name(r)}: {r.get('warmup_steps_run')} warm-up steps", r))
-        withheld = {
-            k: v for k, v in (r.get("unavailable") or {}).items() if k.startswith("peak_memory") and "bound" in v
-        }
+        if r.warmup_steady is False:
+            flags.append(Flag("warmup", 1.0, f"{_name(r)}: {r.warmup_steps_run} warm-up steps", r))
+        withheld = {k: v for k, v in r.unavailable.items() if k.startswith("peak_memory") and "bound" in v}
         for field, reason in withheld.items():
             flags.append(Flag("memory", 2.0, f"{_name(r)}: {field} {reason.split(':')[0]}", r))
     groups = defaultdict(list)
     for r in ok:
-        groups[
-            (engine(r), r["family"], r["batch_size"], r["mode"], r["precision"], r["compile"], r["image_size"])
-        ].append(r)
+        groups[(engine(r), r.family, r.batch_size, r.mode, r.precision, r.compile, r.image_size)].append(r)
     for group in groups.values():
-        group.sort(key=lambda r: r["depth"])
+        group.sort(key=lambda r: r.depth)
         for shallow, deep in zip(group, group[1:]):
-            if deep["depth"] > shallow["depth"] and deep["throughput_img_s"] > shallow["throughput_img_s"]:
-                ratio = deep["throughput_img_s"] / shallow["throughput_img_s"]
-                flags.append(Flag("depth", ratio, f"{_name(deep)}: {sig3(deep['throughput_img_s'])} img/s vs "
-                                  f"{shallow['model']}'s {sig3(shallow['throughput_img_s'])}", deep))  # fmt: skip
+            if deep.depth > shallow.depth and deep.throughput_img_s > shallow.throughput_img_s:
+                ratio = deep.throughput_img_s / shallow.throughput_img_s
+                flags.append(Flag("depth", ratio, f"{_name(deep)}: {sig3(deep.throughput_img_s)} img/s vs "
+                                  f"{shallow.model}'s {sig3(shallow.throughput_img_s)}", deep))  # fmt: skip
     series = defaultdict(list)
     for r in ok:
-        series[(engine(r), r["model"], r["mode"], r["precision"], r["compile"], r["image_size"])].append(r)
+        series[(engine(r), r.model, r.mode, r.precision, r.compile, r.image_size)].append(r)
     for runs in series.values():
-        runs.sort(key=lambda r: r["batch_size"])
+        runs.sort(key=lambda r: r.batch_size)
         for small, large in zip(runs, runs[1:]):
-            share = large["throughput_img_s"] / small["throughput_img_s"]
+            share = large.throughput_img_s / small.throughput_img_s
             if share < BATCH_DROP_LIMIT:
                 flags.append(
-                    Flag("batch", 1 / share, f"{_name(large)}: {share:.0%} of batch {small['batch_size']}'s", large)
+                    Flag("batch", 1 / share, f"{_name(large)}: {share:.0%} of batch {small.batch_size}'s", large)
                 )
     return sorted(flags, key=lambda f: -f.severity)
 
@@ -279,6 +274,6 @@ def grouped_flags(flags: list[Flag]) -> list[tuple[str, list[Flag]]]:
     return sorted(((FLAG_KINDS[k], v) for k, v in groups.items()), key=lambda kv: -len(kv[1]))
 
 
-def _name(r: dict) -> str:
-    extra = " compiled" if r["compile"] == "on" else ""
-    return f"{engine(r)} {r['model']} {r['mode']} b={r['batch_size']} {r['precision']} {r['image_size']}px{extra}"
+def _name(r: Record) -> str:
+    extra = " compiled" if r.compile == "on" else ""
+    return f"{engine(r)} {r.model} {r.mode} b={r.batch_size} {r.precision} {r.image_size}px{extra}"

@@ -45,6 +45,7 @@ def main() -> int:
     from .backends import get_backend
     from .config import Config, Settings
     from .monitors import ProcessMemory
+    from .records import Record
     from .session import Session
     from .timing import timed_step
 
@@ -59,7 +60,7 @@ def main() -> int:
     stepping = None
 
     def reply(message: dict) -> None:
-        protocol.write(json.dumps(message) + "\n")
+        protocol.write(json.dumps(message, default=Record.to_json) + "\n")  # a record travels as its JSON
         protocol.flush()
 
     def session_call(key, action):

@@ -132,7 +132,7 @@ def test_windows_alternate_between_engines_with_the_order_reversed_every_pair(tm
         "finish",
         "finish",
     ]
-    assert records[0]["cell_id"] == records[1]["cell_id"] and {r["pairing"] for r in records} == {"interleaved"}
+    assert records[0].cell_id == records[1].cell_id and {r.pairing for r in records} == {"interleaved"}
 
 
 def fake_run(tmp_path, monkeypatch, behaviour, **overrides):
@@ -148,8 +148,8 @@ def test_a_cell_measured_in_real_workers_gives_paired_records_and_a_decided_rati
     torch_rec, tf_rec = fake_run(
         tmp_path, monkeypatch, {"framework_cost": {"keras-tensorflow": 3.0}, "step_ms_per_image": 1.0}
     )
-    assert torch_rec["cell_id"] == tf_rec["cell_id"] and tf_rec["pairing"] == "interleaved"
-    assert len(torch_rec["window_throughputs_img_s"]) == len(tf_rec["window_throughputs_img_s"]) == 6
+    assert torch_rec.cell_id == tf_rec.cell_id and tf_rec.pairing == "interleaved"
+    assert len(torch_rec.window_throughputs_img_s) == len(tf_rec.window_throughputs_img_s) == 6
     ratio = tables.ratio_between(torch_rec, tf_rec)
     assert ratio.method == "paired" and ratio.decided and 2.0 < 1 / ratio.ratio < 3.5
     markdown, console = render_markdown([torch_rec, tf_rec], {}, [])
@@ -172,8 +172,8 @@ def test_the_layout_trial_measures_with_the_faster_format_and_breaks_ties_by_a_f
     tmp_path, monkeypatch, cost, chosen, decided
 ):
     (record,) = fake_run(tmp_path, monkeypatch, {"layout_cost": cost, "step_ms_per_image": 2.0}, frameworks=["torch"])
-    trial = record["layout_trial"]
-    assert record["layout"] == "auto" and record["layout_chosen"] == chosen and trial["decided"] is decided
+    trial = record.layout_trial
+    assert record.layout == "auto" and record.layout_chosen == chosen and trial["decided"] is decided
     assert trial["channels_first_img_s"] > 0 and trial["channels_last_img_s"] > 0 and len(trial["round_ratios"]) == 3
     if decided:
         slow, fast = sorted((trial["channels_first_img_s"], trial["channels_last_img_s"]))
@@ -184,20 +184,20 @@ def test_a_pinned_layout_is_measured_as_pinned(tmp_path, monkeypatch):
     (record,) = fake_run(
         tmp_path, monkeypatch, {"layout_cost": {"channels_last": 3.0}}, frameworks=["torch"], layouts=["channels_last"]
     )
-    assert record["layout_chosen"] == "channels_last" and "layout_trial" not in record
+    assert record.layout_chosen == "channels_last" and record.layout_trial is None
 
 
 def test_a_memory_figure_below_the_weights_is_withheld_and_flagged(tmp_path, monkeypatch):
     (record,) = fake_run(tmp_path, monkeypatch, {}, frameworks=["torch"])  # the fake allocates nothing
-    assert record["peak_memory_bytes"] is None and record["memory_bound_bytes"] > 0
-    assert "below the weights bound" in record["unavailable"]["peak_memory_bytes"]
+    assert record.peak_memory_bytes is None and record.memory_bound_bytes > 0
+    assert "below the weights bound" in record.unavailable["peak_memory_bytes"]
     assert any(f.kind == "memory" for f in tables.sanity_flags([record]))
 
 
 def test_latency_percentiles_say_how_many_steps_back_them(tmp_path, monkeypatch):
     (record,) = fake_run(tmp_path, monkeypatch, {"step_ms_per_image": 20.0}, frameworks=["torch"], min_window_s=0.05)
-    assert record["latency_samples"] == 6 * record["steps_per_window"] < 50
-    assert f"(n={record['latency_samples']})" in render_markdown([record], {}, [])[0]
+    assert record.latency_samples == 6 * record.steps_per_window < 50
+    assert f"(n={record.latency_samples})" in render_markdown([record], {}, [])[0]
 
 
 def test_the_default_cpu_preset_keeps_both_families_two_depths_both_modes_and_two_batches():

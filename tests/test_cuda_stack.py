@@ -142,4 +142,4 @@ def test_the_runner_times_as_many_windows_as_the_rule_asks(tmp_path, monkeypatch
 
     runner._ask = spy
     (record,) = runner.run()
-    assert asked.count("window") == 1 + 9 and len(record["window_seconds"]) == 9
+    assert asked.count("window") == 1 + 9 and len(record.window_seconds) == 9

@@ -32,8 +32,8 @@ def peaks(tmp_path, framework, model, batch_sizes, modes) -> dict:
     store = RunStore(tmp_path)
     store.path.mkdir(parents=True)
     records = Runner(plan(framework, model, batch_sizes, modes), store, {}, out=QUIET).run()
-    assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
-    return {(r["mode"], r["batch_size"]): r for r in records}
+    assert all(r.status == "ok" for r in records), [r.error for r in records]
+    return {(r.mode, r.batch_size): r for r in records}
 
 
 # VGG-11 (507 MiB of weights: an inherited model or a lost one shows) for inference only, as tests build
@@ -53,9 +53,9 @@ def test_a_reused_worker_gives_the_peak_of_a_fresh_worker(tmp_path, framework, m
     reused = peaks(tmp_path / "reused", framework, model, [2, 8], modes)
     for (mode, batch), record in reused.items():
         (fresh,) = peaks(tmp_path / f"fresh-{mode}-{batch}", framework, model, [batch], [mode]).values()
-        a, b = record["peak_memory_bytes"], fresh["peak_memory_bytes"]
-        assert a is not None and b is not None, (record["unavailable"], fresh["unavailable"])
+        a, b = record.peak_memory_bytes, fresh.peak_memory_bytes
+        assert a is not None and b is not None, (record.unavailable, fresh.unavailable)
         assert abs(a - b) <= max(RELATIVE * b, ABSOLUTE), (
             f"{mode} b={batch}: reused {a / MIB:.0f} MiB, fresh {b / MIB:.0f} MiB"
         )
-        assert a >= record["memory_bound_bytes"]  # the weights (x3 when training)
+        assert a >= record.memory_bound_bytes  # the weights (x3 when training)

@@ -14,7 +14,7 @@ import pytest
 
 from bench.cli import main
 from bench.config import Config
-from bench.records import RunStore, make_record, read_results
+from bench.records import Record, RunStore, make_record, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--models", "resnet20_cifar", "--modes", "infer", "--image-size", "32", "--device", "cpu",
@@ -67,7 +67,7 @@ def test_a_torn_tail_is_set_aside_and_resume_loses_nothing(tmp_path):
     assert "moved to results.jsonl.torn" in resumed.stderr
     results = read_results(run / "results.jsonl")
     assert not results.problems and not results.torn_tail
-    assert sorted(r["batch_size"] for r in results.records) == [1, 2, 4]
+    assert sorted(r.batch_size for r in results.records) == [1, 2, 4]
     assert (run / "results.jsonl.torn").read_bytes() == fragment + b"\n"
     assert "None: every one of the 3 planned configurations has a record" in (
         bench("report", str(run)) and (run / "report.md").read_text()
@@ -77,9 +77,9 @@ def test_a_torn_tail_is_set_aside_and_resume_loses_nothing(tmp_path):
 def test_a_whole_record_without_its_newline_is_kept_and_not_glued_to(tmp_path):
     store = RunStore(tmp_path)
     first = make_record(Config("torch", "resnet20_cifar", 1, "infer"), "error", error="x")
-    (tmp_path / "results.jsonl").write_text(json.dumps(first))  # complete, but no newline
+    (tmp_path / "results.jsonl").write_text(json.dumps(first.to_json()))  # complete, but no newline
     store.append(make_record(Config("torch", "resnet20_cifar", 2, "infer"), "error", error="y"))
-    assert [r["batch_size"] for r in read_results(store.results).records] == [1, 2]
+    assert [r.batch_size for r in read_results(store.results).records] == [1, 2]
     assert not store.torn.exists()
 
 
@@ -238,18 +238,18 @@ def test_an_unwritable_run_directory_prints_the_measured_record_and_exits_1(tmp_
     err = capsys.readouterr().err
     assert "cannot write to" in err and "Permission denied" in err and f"--resume {out}" in err
     printed = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert printed == [calls[1]] and printed[0]["batch_size"] == 2 and printed[0]["status"] == "ok"
+    assert printed == [calls[1].to_json()] and printed[0]["batch_size"] == 2 and printed[0]["status"] == "ok"
 
 
 def test_retry_errors_measures_failed_configurations_again_and_keeps_the_old_record(tmp_path):
     run = finished_run(tmp_path / "run", kill_batch=2)
-    assert [r["status"] for r in read_results(run / "results.jsonl").records] == ["ok", "error", "ok"]
+    assert [r.status for r in read_results(run / "results.jsonl").records] == ["ok", "error", "ok"]
     assert "0 error/timeout" not in bench("run", "--resume", str(run), "--no-report").stderr
     assert len(read_results(run / "results.jsonl").records) == 3  # a plain resume does not retry
     retried = bench("run", "--resume", str(run), "--retry-errors", "--no-report")
     assert retried.returncode == 0 and "1 error/timeout record(s) measured again" in retried.stderr
     records = read_results(run / "results.jsonl").records
-    assert [(r["batch_size"], r["status"]) for r in records] == [(1, "ok"), (2, "error"), (4, "ok"), (2, "ok")]
+    assert [(r.batch_size, r.status) for r in records] == [(1, "ok"), (2, "error"), (4, "ok"), (2, "ok")]
     assert bench("report", str(run)).returncode == 0
     report = (run / "report.md").read_text()
     assert "1 earlier attempt(s) were measured again" in report and "None: every recorded configuration" in report
@@ -449,5 +449,5 @@ def test_each_suite_record_carries_its_device_size_and_cores(tmp_path):
     assert "[cpu-torch-resnet20_cifar-32-8-infer]" in bench_["name"]
     extra = bench_["extra_info"]
     assert extra["device"] == "cpu" and extra["image_size"] == 32
-    record = extra["record"]
-    assert (record["device"], record["image_size"]) == ("cpu", 32) and record["env"]["cpu_cores"] >= 1
+    record = Record.from_json(extra["record"])  # the JSON of a complete record
+    assert (record.device, record.image_size) == ("cpu", 32) and record.env["cpu_cores"] >= 1

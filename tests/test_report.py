@@ -1,6 +1,7 @@
 """Reports from records made by hand: golden tables, CSV round trip, memory fit, compare, plots, flags."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from bench import tables
 from bench.cli import main
 from bench.compare import compare_runs
 from bench.config import Config
-from bench.records import RECORD_FIELDS, make_record
+from bench.records import RECORD_FIELDS, Record, RecordError, make_record
 from bench.report import write_report
 from bench.stats import iqr, latency_summary, median, percentile, throughput_summary
 
@@ -83,7 +84,7 @@ GOLDEN_RATIO = """| keras-tensorflow vs torch   | b=2                      | b=4
 def test_golden_tables_in_the_markdown_report(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    (run / "results.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in RECORDS))
     report = write_report(run)
     text = report.path.read_text()
     assert GOLDEN_THROUGHPUT in text
@@ -113,7 +114,7 @@ def test_csv_round_trip(tmp_path):
 
 def test_sanity_flags_trip_on_records_built_to_trip_them():
     noisy = rec("torch", "resnet20_cifar", 8, 150.0)
-    noisy["throughput_cv"] = 0.12
+    noisy = dataclasses.replace(noisy, throughput_cv=0.12)
     flags = tables.sanity_flags(RECORDS + [noisy])
     assert any(f.kind == "depth" and "resnet56_cifar" in f.text and "vs resnet20_cifar's 180" in f.text for f in flags)
     assert any(f.kind == "cv" and "CV 12.0%" in f.text for f in flags)
@@ -148,14 +149,14 @@ def test_compare_flags_a_planted_20_percent_regression(tmp_path, capsys):
     assert verdicts == {2: ("regression", -0.2), 4: ("within spread", 0.002), 8: ("improvement", 0.3)}
     for name, records in (("a", baseline), ("b", candidate)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on-regression", "10"]) == 1
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on-regression", "25"]) == 0
     assert "-20.0%" in capsys.readouterr().out
 
 
 def test_report_from_a_pytest_benchmark_json(tmp_path):
-    data = {"machine_info": {"node": "box"}, "benchmarks": [{"extra_info": {"record": r}} for r in RECORDS]}
+    data = {"machine_info": {"node": "box"}, "benchmarks": [{"extra_info": {"record": r.to_json()}} for r in RECORDS]}
     source = tmp_path / "out.json"
     source.write_text(json.dumps(data))
     assert main(["report", str(source)]) == 0
@@ -171,7 +172,7 @@ def test_a_vgg_and_its_5x5_twin_get_the_kernel_section(tmp_path):
     ]
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "results.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
     text = write_report(run).path.read_text()
     assert "### 3x3 pairs against one 5x5" in text
     assert "| vgg11   | 132.9M / 134.4M" in text
@@ -179,11 +180,35 @@ def test_a_vgg_and_its_5x5_twin_get_the_kernel_section(tmp_path):
 
 
 def test_records_of_the_old_tensorflow_name_load_as_keras_tensorflow(tmp_path):
-    old = dict(rec("keras-tensorflow", "resnet20_cifar", 2, 100.0), framework="tensorflow")
+    old = dict(rec("keras-tensorflow", "resnet20_cifar", 2, 100.0).to_json(), framework="tensorflow")
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.jsonl").write_text(
-        json.dumps(rec("torch", "resnet20_cifar", 2, 80.0)) + "\n" + json.dumps(old) + "\n"
+        json.dumps(rec("torch", "resnet20_cifar", 2, 80.0).to_json()) + "\n" + json.dumps(old) + "\n"
     )
     text = write_report(run).path.read_text()
     assert "keras-tensorflow vs torch" in text and "1.25x faster" in text
+
+
+def test_a_record_is_immutable_and_its_json_round_trips():
+    record = rec("torch", "resnet20_cifar", 2, 100.0, memory=110 * 2**20)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.status = "error"
+    assert isinstance(record.window_throughputs_img_s, tuple)
+    assert Record.from_json(json.loads(json.dumps(record.to_json()))) == record
+    assert record.config == Config("torch", "resnet20_cifar", 2, "train", image_size=32)
+
+
+def test_a_record_of_the_first_schema_loads_and_a_foreign_field_is_named():
+    first_schema = {  # schema 1: no schema_version, pairing, cell or layout-trial fields; the engine "tensorflow"
+        "framework": "tensorflow", "model": "resnet20_cifar", "family": "resnet_cifar", "depth": 20, "batch_size": 2,
+        "mode": "infer", "precision": "fp32", "compile": "off", "layout": "auto", "image_size": 32, "device": "cpu",
+        "status": "ok", "error": None, "throughput_img_s": 90.0, "window_throughputs_img_s": [89.0, 91.0],
+        "unavailable": {}, "env": {"host": "old"},
+    }  # fmt: skip
+    record = Record.from_json(first_schema)
+    assert (record.framework, record.schema_version, record.cell_id) == ("keras-tensorflow", 1, None)
+    with pytest.raises(RecordError, match="unknown field"):
+        Record.from_json({**first_schema, "throughput": 3})
+    with pytest.raises(RecordError, match="window_seconds must be a list of numbers"):
+        Record.from_json({**first_schema, "window_seconds": "fast"})

@@ -106,7 +106,7 @@ def test_step(benchmark, workers, device, framework, model, image_size, batch, m
         throughput_img_s=throughput,
         peak_memory_bytes=finish["peak_memory_bytes"],
         cpu_util_cores=finish["cpu_util_cores"],
-        flops_per_img=record["flops_per_img"],
+        flops_per_img=record.flops_per_img,
         applied=applied,
-        record=record,
+        record=record.to_json(),
     )
