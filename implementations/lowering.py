@@ -10,7 +10,7 @@ for ".". Nothing here imports a framework.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .specs import (
@@ -168,8 +168,10 @@ def residual_blocks(spec: ResNetSpec):
 def _resnet(spec: ResNetSpec, graph: _Graph, num_classes: int) -> None:
     stem = spec.stem
     graph.stage = "stem"
+    norm = spec.batch_norm
     graph.conv("conv1", stem.width, stem.kernel, stem.stride)
-    graph.add("bn1", BN)
+    if norm:
+        graph.add("bn1", BN)
     graph.add("relu", RELU)
     if stem.pool_kernel:
         graph.add("maxpool", MAXPOOL, kernel=stem.pool_kernel, stride=stem.pool_stride, padding=stem.pool_kernel // 2)
@@ -183,7 +185,8 @@ def _resnet(spec: ResNetSpec, graph: _Graph, num_classes: int) -> None:
             convs = ((width, 3, stride), (width, 3, 1))
         for number, (channels, kernel, conv_stride) in enumerate(convs, 1):
             graph.conv(f"{name}.conv{number}", channels, kernel, conv_stride)
-            graph.add(f"{name}.bn{number}", BN)
+            if norm:
+                graph.add(f"{name}.bn{number}", BN)
             if number < len(convs):
                 graph.add(f"{name}.relu{number}", RELU)
         main = graph.last
@@ -191,8 +194,9 @@ def _resnet(spec: ResNetSpec, graph: _Graph, num_classes: int) -> None:
         if spec.shortcut == "projection":
             shortcut = block_input
             if reshaped:
-                graph.conv(f"{name}.downsample.0", c_out, 1, stride, source=block_input)
-                shortcut = graph.add(f"{name}.downsample.1", BN)
+                shortcut = graph.conv(f"{name}.downsample.0", c_out, 1, stride, source=block_input)
+                if norm:
+                    shortcut = graph.add(f"{name}.downsample.1", BN)
         elif spec.shortcut == "option_a":
             shortcut = block_input
             if reshaped:  # subsample by 2, zero-pad the channels: no parameters
@@ -253,9 +257,6 @@ class StageCost:
 
 def stage_costs(layers: tuple[Layer, ...]) -> list[StageCost]:
     """Parameters, MACs and activation elements per stage, in execution order."""
-    stages: dict[str, list[Layer]] = {}
-    for layer in layers:
-        stages.setdefault(layer.stage, []).append(layer)
     return [
         StageCost(
             stage,
@@ -264,8 +265,36 @@ def stage_costs(layers: tuple[Layer, ...]) -> list[StageCost]:
             sum(m.macs for m in members),
             sum(m.activations for m in members),
         )  # fmt: skip
-        for stage, members in stages.items()
+        for stage, members in _grouped(layers).items()
     ]
+
+
+def stage_slices(layers: tuple[Layer, ...]) -> list[tuple[str, tuple[Layer, ...]]]:
+    """Each stage's layers as a model of their own: the one tensor a stage reads from before it becomes
+    INPUT, so a builder makes the stage's sub-model and it runs on the previous stage's output shape.
+    Raises if a stage reads more than one earlier tensor (the stages of these families never do)."""
+    slices, seen = [], {INPUT}
+    for stage, members in _grouped(layers).items():
+        names = {m.name for m in members}
+        outside = {source for m in members for source in m.inputs if source not in names}
+        if len(outside) != 1:
+            raise ValueError(f"stage {stage!r} reads {sorted(outside)}: a stage must read exactly one tensor")
+        (source,) = outside
+        if source not in seen:
+            raise ValueError(f"stage {stage!r} reads {source!r} before it is computed")
+        rewired = tuple(
+            replace(m, inputs=tuple(INPUT if i == source else i for i in m.inputs)) for m in members
+        )  # fmt: skip
+        slices.append((stage, rewired))
+        seen |= names
+    return slices
+
+
+def _grouped(layers: tuple[Layer, ...]) -> dict[str, list[Layer]]:
+    stages: dict[str, list[Layer]] = {}
+    for layer in layers:
+        stages.setdefault(layer.stage, []).append(layer)
+    return stages
 
 
 def consumers(layers: tuple[Layer, ...]) -> dict[str, int]:

@@ -16,7 +16,8 @@ transfer read; nothing here imports a framework. Equivalence choices, stated onc
 - VGG keeps torchvision's 7x7 adaptive average pool before its 4096-4096-classes head, so any input
   of at least 32 px works.
 - CIFAR ResNets (He et al. 2015, section 4.2) use parameter-free option-A shortcuts: identity, or
-  subsample by 2 and zero-pad the channels when the shape changes. Their plain twins drop the shortcut.
+  subsample by 2 and zero-pad the channels when the shape changes. Their plain twins drop the shortcut;
+  the `_nobn` variants of both drop every BatchNorm and change nothing else.
 - Initialisation follows torchvision: Kaiming normal (fan-out, ReLU gain) for convolutions, BN scale
   1 and shift 0, VGG linear layers N(0, 0.01) with zero bias, ResNet's final linear layer PyTorch's
   default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
@@ -54,6 +55,7 @@ RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, ...]]] = {
 }
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+CIFAR_NOBN_DEPTHS = (20, 56, 110)  # the gradient-flow study's depths (any 6n+2 depth builds by name)
 VGG_HEAD_POOL = 7  # torchvision's AdaptiveAvgPool2d((7, 7))
 VGG_HEAD_WIDTH = 4096
 BN_EPSILON = 1e-5
@@ -101,6 +103,7 @@ class ResNetSpec:
     widths: tuple[int, ...]
     stem: Stem
     shortcut: str  # "projection" (1x1 conv + BN when the shape changes), "option_a" (parameter-free), "none" (plain)
+    batch_norm: bool = True  # False: the same network without any BatchNorm (the gradient-flow study's control)
     default_classes: int = 1000
     default_image_size: int = 224
     min_image_size: int = 32
@@ -159,23 +162,26 @@ def resnet_spec(depth: int) -> ResNetSpec:
     )
 
 
-def cifar_spec(depth: int, shortcut: bool = True) -> ResNetSpec:
-    """A CIFAR-style network of depth 6n+2 (He et al. 2015, section 4.2); shortcut=False gives the plain twin."""
+def cifar_spec(depth: int, shortcut: bool = True, batch_norm: bool = True) -> ResNetSpec:
+    """A CIFAR-style network of depth 6n+2 (He et al. 2015, section 4.2); shortcut=False gives the plain twin,
+    batch_norm=False the same network with every BatchNorm removed (`_nobn`: convolutions stay bias-free)."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"CIFAR-style ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, 1202, ...); got {depth}"
         )
     prefix = "resnet" if shortcut else "plain"
+    suffix = "" if batch_norm else "_nobn"
     n = (depth - 2) // 6
     return ResNetSpec(
-        name=f"{prefix}{depth}_cifar",
+        name=f"{prefix}{depth}_cifar{suffix}",
         depth=depth,
         block="basic",
         layers=(n, n, n),
-        family=f"{prefix}_cifar",
+        family=f"{prefix}_cifar{suffix}",
         widths=(16, 32, 64),
         stem=CIFAR_STEM,
         shortcut="option_a" if shortcut else "none",
+        batch_norm=batch_norm,
         default_classes=10,
         default_image_size=32,
         min_image_size=8,
@@ -190,12 +196,14 @@ def _build_registry() -> dict[str, ModelSpec]:
     specs += [resnet_spec(depth) for depth in RESNET_LAYOUTS]
     for shortcut in (True, False):
         specs += [cifar_spec(depth, shortcut) for depth in CIFAR_DEPTHS]
+    for shortcut in (True, False):
+        specs += [cifar_spec(depth, shortcut, batch_norm=False) for depth in CIFAR_NOBN_DEPTHS]
     return {spec.name: spec for spec in specs}
 
 
 REGISTRY: dict[str, ModelSpec] = _build_registry()
-FAMILY_ORDER = ("vgg", "vgg_bn", "vgg_5x5", "resnet", "resnet_cifar", "plain_cifar")
-_CIFAR_NAME = re.compile(r"^(resnet|plain)(\d+)_cifar$")
+FAMILY_ORDER = ("vgg", "vgg_bn", "vgg_5x5", "resnet", "resnet_cifar", "plain_cifar", "resnet_cifar_nobn", "plain_cifar_nobn")
+_CIFAR_NAME = re.compile(r"^(resnet|plain)(\d+)_cifar(_nobn)?$")
 
 
 def natural_key(name: str) -> tuple:
@@ -219,7 +227,7 @@ def get_spec(name: str) -> ModelSpec:
         return REGISTRY[name]
     match = _CIFAR_NAME.match(name)
     if match:
-        return cifar_spec(int(match.group(2)), shortcut=match.group(1) == "resnet")
+        return cifar_spec(int(match.group(2)), shortcut=match.group(1) == "resnet", batch_norm=not match.group(3))
     close = difflib.get_close_matches(name, list(REGISTRY), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ModelNotFoundError(

@@ -59,12 +59,24 @@ def vgg_5x5_counts(depth: int) -> tuple[int, int]:
     return params, macs
 
 
+# The BN-free CIFAR variants have no published figures: the published counts less BatchNorm's scale and
+# shift, 2 x (16 stem channels + 2 per block x n blocks x (16 + 32 + 64) channels). MACs are unchanged.
+CIFAR_NOBN = (20, 56, 110)
+
+
+def cifar_nobn_params(depth: int) -> int:
+    n = (depth - 2) // 6
+    return CIFAR[depth][0] - 2 * (16 + 2 * n * (16 + 32 + 64))
+
+
 def expected_params() -> dict[str, int]:
     table = {name: params for name, (params, _) in IMAGENET.items()}
     table.update({f"vgg{depth}_5x5": vgg_5x5_counts(depth)[0] for depth in VGG_BLOCKS})
     for depth, (params, _) in CIFAR.items():
         table[f"resnet{depth}_cifar"] = params
         table[f"plain{depth}_cifar"] = params  # the plain twin drops only parameter-free shortcuts
+    for depth in CIFAR_NOBN:
+        table[f"resnet{depth}_cifar_nobn"] = table[f"plain{depth}_cifar_nobn"] = cifar_nobn_params(depth)
     return table
 
 
@@ -75,4 +87,6 @@ def expected_macs() -> dict[str, tuple[float, float]]:
     for depth, (_, mmacs) in CIFAR.items():
         for prefix in ("resnet", "plain"):
             table[f"{prefix}{depth}_cifar"] = (mmacs * 1e6, 0.05e6)
+            if depth in CIFAR_NOBN:
+                table[f"{prefix}{depth}_cifar_nobn"] = (mmacs * 1e6, 0.05e6)
     return table
