@@ -1,4 +1,4 @@
-"""Command line: `python -m bench models | run | report | compare`. Bad input exits with status 2."""
+"""Command line: `python -m bench models | run | report | compare | profile | gradient-flow`. Bad input exits 2."""
 
 from __future__ import annotations
 
@@ -109,6 +109,28 @@ def make_parser() -> argparse.ArgumentParser:
         help="exit 1 if any throughput falls by more than PCT percent beyond the spread",
     )
     compare.add_argument("--out", help="write the comparison as Markdown to this file (default: RUN_B/compare.md)")
+
+    profile = commands.add_parser("profile", help="where one model's step time goes: stages, step split, operators")
+    profile.add_argument("model", help="a model name (see `python -m bench models`)")
+    profile.add_argument("--frameworks", default="torch,keras-tensorflow", help="comma list of engines to profile")
+    profile.add_argument("--batch-size", type=int, default=None, help="default: 8 on a CPU, 64 on a GPU")
+    profile.add_argument("--mode", default="train", help=f"one of {', '.join(MODES)} (default train)")
+    profile.add_argument("--image-size", type=int, default=None, help="input side in px (default: the model's)")
+    profile.add_argument("--precision", default="fp32", help="fp32 or bf16 (default fp32)")
+    profile.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (default auto)")
+    profile.add_argument("--stages", action="store_true", help="per-stage times and the step split")
+    profile.add_argument("--ops", action="store_true", help="operator categories from the frameworks' profilers")
+    profile.add_argument("--trace", action="store_true", help="save each framework's trace")
+    profile.add_argument("--windows", type=int, default=7, help="timed windows per function, 6-100 (default 7)")
+    profile.add_argument("--min-window-s", type=float, default=0.1, help="seconds per window, 0-60 (default 0.1)")
+    profile.add_argument("--out", help="the folder to write (default: results/profiles/TIME-MODEL-MODE)")
+
+    flow = commands.add_parser("gradient-flow", help="gradient norm per layer: plain vs residual, with and without BN")
+    flow.add_argument("--depths", default="20,56,110", help="comma list of CIFAR depths 6n+2 (default 20,56,110)")
+    flow.add_argument("--frameworks", default="torch,keras-tensorflow", help="comma list of engines")
+    flow.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    flow.add_argument("--steps", type=int, default=5, help="SGD steps after initialisation, 0-100 (default 5)")
+    flow.add_argument("--out", help="the folder to write (default: results/gradient-flow/TIME)")
     return parser
 
 
@@ -116,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = make_parser().parse_args(argv)
-        return {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.command](args)
+        commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+                    "profile": cmd_profile, "gradient-flow": cmd_gradient_flow}  # fmt: skip
+        return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -379,4 +403,101 @@ def cmd_compare(args) -> int:
             print("regression gate FAILED:\n- " + "\n- ".join(reasons), file=sys.stderr)
             return 1
         print(f"regression gate passed: {len(rows)} configuration(s) compared", file=sys.stderr)
+    return 0
+
+
+def _engines(text: str, supported: tuple[str, ...]) -> tuple[str, ...]:
+    from implementations.frameworks import canonical_framework
+
+    engines = []
+    for item in text.split(","):
+        try:
+            engine = canonical_framework(item.strip())
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if engine not in supported:
+            raise UsageError(f"{engine} cannot be profiled yet; valid engines here: {', '.join(supported)}")
+        if engine not in engines:
+            engines.append(engine)
+    return tuple(engines)
+
+
+def cmd_profile(args) -> int:
+    from implementations import get_spec
+    from implementations.specs import ModelNotFoundError, check_image_size
+
+    from .config.options import resolve_device
+    from .profiling.run import PROFILED_ENGINES, ProfileRequest, profile
+    from .records import RunStore
+
+    try:
+        spec = get_spec(args.model)
+    except ModelNotFoundError as error:
+        raise UsageError(str(error)) from None
+    device = resolve_device(args.device)
+    size = spec.default_image_size if args.image_size is None else args.image_size
+    try:
+        check_image_size(spec, size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.mode not in MODES:
+        raise UsageError(f"unknown mode {args.mode!r}; valid modes: {', '.join(MODES)}")
+    if args.precision not in ("fp32", "bf16"):
+        raise UsageError(f"profile precision must be fp32 or bf16, got {args.precision!r}")
+    batch = args.batch_size if args.batch_size is not None else (64 if device == "cuda" else 8)
+    if not 1 <= batch <= MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size must be 1-{MAX_BATCH_SIZE}, got {batch}")
+    if not 6 <= args.windows <= 100:
+        raise UsageError(f"--windows must be 6-100 (an interval for each median needs six), got {args.windows}")
+    if not 0 <= args.min_window_s <= 60:
+        raise UsageError(f"--min-window-s must be 0-60, got {args.min_window_s}")
+    everything = not (args.stages or args.ops or args.trace)
+    request = ProfileRequest(
+        model=spec.name, engines=_engines(args.frameworks, PROFILED_ENGINES), batch_size=batch, mode=args.mode,
+        image_size=size, precision=args.precision, device=device, stages=True, ops=everything or args.ops,
+        trace=everything or args.trace, windows=args.windows, min_window_s=args.min_window_s,
+    )  # fmt: skip
+    if args.out:
+        out = Path(args.out)
+        if (out / "profile.json").exists():
+            raise UsageError(f"{out} already holds a profile; give another --out")
+        check_output_dir(out)
+    else:
+        out = RunStore.create(RESULTS_DIR.parent / "profiles", f"{spec.name}-{args.mode}-{size}px").path
+    path = profile(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(path.read_text())
+    print(f"profile: {path}")
+    return 0
+
+
+def cmd_gradient_flow(args) -> int:
+    from implementations.specs import cifar_spec
+
+    from .profiling.run import PROFILED_ENGINES, GradientFlowRequest, gradient_flow, study_models
+    from .records import RunStore
+
+    try:
+        depths = tuple(int(d) for d in args.depths.split(","))
+        for depth in depths:
+            cifar_spec(depth)
+    except ValueError as error:
+        raise UsageError(f"--depths: {error}") from None
+    if not 1 <= args.batch_size <= 4096:
+        raise UsageError(f"--batch-size must be 1-4096, got {args.batch_size}")
+    if not 0 <= args.steps <= 100:
+        raise UsageError(f"--steps must be 0-100, got {args.steps}")
+    request = GradientFlowRequest(
+        models=study_models(depths), engines=_engines(args.frameworks, PROFILED_ENGINES),
+        batch_size=args.batch_size, steps=args.steps,
+    )  # fmt: skip
+    if args.out:
+        out = Path(args.out)
+        if (out / "gradient_flow.json").exists():
+            raise UsageError(f"{out} already holds a gradient-flow study; give another --out")
+        check_output_dir(out)
+    else:
+        out = RunStore.create(RESULTS_DIR.parent / "gradient-flow", "cifar").path
+    path = gradient_flow(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(path.read_text())
+    print(f"gradient flow: {path}")
     return 0

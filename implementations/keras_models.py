@@ -193,14 +193,19 @@ def _layer(layer: Layer, args: list, dropout: float):
 
 
 def build_keras(spec: ModelSpec, num_classes: int, dropout: float, image_size: int) -> keras.Model:
+    return keras_from_layers(lower(spec, image_size, num_classes), spec.name, dropout)
+
+
+def keras_from_layers(layers: tuple[Layer, ...], name: str, dropout: float = 0.0) -> keras.Model:
+    """A functional model running `layers` (a whole lowered model, or one stage of it) from INPUT."""
     # Keras walks the functional graph recursively: ResNet-1202's ~4,000 layers need a deeper stack.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     # A functional model casts its inputs to its Input's dtype, float32 unless told: under a float64 policy
     # that rounded float64 images to float32 before the first layer.
     policy = keras.config.dtype_policy()
     input_dtype = "float64" if policy.variable_dtype == "float64" else "float32"
-    values = {INPUT: keras.Input(shape=(image_size, image_size, 3), name="images", dtype=input_dtype)}
-    lowered = lower(spec, image_size, num_classes)
-    for layer in lowered:
+    first = layers[0]
+    values = {INPUT: keras.Input(shape=(first.size_in, first.size_in, first.c_in), name="images", dtype=input_dtype)}
+    for layer in layers:
         values[layer.name] = _layer(layer, [values[source] for source in layer.inputs], dropout)
-    return keras.Model(values[INPUT], values[lowered[-1].name], name=spec.name)
+    return keras.Model(values[INPUT], values[layers[-1].name], name=name)

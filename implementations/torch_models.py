@@ -94,7 +94,11 @@ def _attach(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def build_torch(spec: ModelSpec, num_classes: int, dropout: float, layout: str, image_size: int | None = None):
-    layers = lower(spec, image_size, num_classes)
+    return torch_from_layers(lower(spec, image_size, num_classes), spec.name, dropout, layout)
+
+
+def torch_from_layers(layers: tuple[Layer, ...], name: str, dropout: float = 0.0, layout: str = "channels_first"):
+    """A GraphModule running `layers` (a whole lowered model, or one stage of it) from INPUT."""
     readers = consumers(layers)
     root, graph = nn.Module(), fx.Graph()
     values = {INPUT: graph.placeholder("x")}
@@ -110,7 +114,7 @@ def build_torch(spec: ModelSpec, num_classes: int, dropout: float, layout: str, 
             _attach(root, layer.name, _module(layer, dropout, in_place))
             values[layer.name] = graph.call_module(layer.name, args)
     graph.output(values[layers[-1].name])
-    model = fx.GraphModule(root, graph, class_name=spec.name.replace("-", "_"))
+    model = fx.GraphModule(root, graph, class_name=name.replace("-", "_"))
     if layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -1,0 +1,68 @@
+"""One vocabulary for the operators of every engine's profiler, and the table that maps onto it.
+
+PyTorch's profiler names ATen operators ("aten::convolution_backward"); TensorFlow's names graph ops by
+scope ("gradient_tape/resnet18/layer1_0_bn1/batchnorm/mul") and type ("Mul"). A TensorFlow op inside a
+model layer takes the category of that layer's lowered op (a Keras batch norm is a handful of Mul, Sub
+and Mean ops, which a type table would call elementwise); an op outside any layer, and every PyTorch op,
+is matched by pattern. The first matching row wins.
+"""
+
+from __future__ import annotations
+
+import re
+
+from implementations.lowering import (
+    ADAPTIVE_AVGPOOL,
+    ADD,
+    BN,
+    CONV,
+    DROPOUT,
+    FLATTEN,
+    GLOBAL_AVGPOOL,
+    LINEAR,
+    MAXPOOL,
+    RELU,
+    SHORTCUT_PAD,
+)
+
+CONVOLUTION, BATCH_NORM, ACTIVATION, POOLING = "convolution", "batch norm", "activation", "pooling"
+LINEAR_CATEGORY, ADD_CATEGORY, OPTIMIZER, DATA_MOVEMENT, OTHER = (
+    "linear", "add (shortcut)", "optimizer", "data movement", "other",
+)  # fmt: skip
+CATEGORIES = (CONVOLUTION, BATCH_NORM, ACTIVATION, POOLING, LINEAR_CATEGORY, ADD_CATEGORY, OPTIMIZER,
+              DATA_MOVEMENT, OTHER)  # fmt: skip
+
+# category, lowered layer ops it covers (TensorFlow ops inside a layer), PyTorch ATen name pattern,
+# TensorFlow op name/type pattern (ops outside the model's layers: loss, optimizer, casts).
+TABLE = (
+    (OPTIMIZER, (), r"^Optimizer\.|_foreach_|^aten::_fused_sgd", r"(^|/)(sgd|SGD|optimizer)[_/]|ResourceApply|AssignVariable|AssignAddVariable|AssignSubVariable"),
+    (CONVOLUTION, (CONV,), r"(?i)conv", r"Conv2D"),
+    (BATCH_NORM, (BN,), r"(?i)batch_?norm", r"BatchNorm"),
+    (ACTIVATION, (RELU,), r"(?i)relu|threshold", r"^Relu"),
+    (POOLING, (MAXPOOL, GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL), r"(?i)pool|^aten::mean$|^MeanBackward", r"Pool"),
+    (LINEAR_CATEGORY, (LINEAR,), r"(?i)addmm|^aten::mm$|linear|matmul|^TBackward", r"MatMul"),
+    (ADD_CATEGORY, (ADD,), r"^aten::add_?$|^AddBackward", r"^AddN$"),
+    (DATA_MOVEMENT, (SHORTCUT_PAD, FLATTEN), r"(?i)copy|clone|contiguous|pad|slice|^aten::cat$|^aten::to$|flatten|view|reshape|as_strided|permute|transpose", r"Pad|Slice|Reshape|Transpose|Copy|Identity|Cast|Tile|Fill"),
+    (OTHER, (DROPOUT,), r".", r"."),
+)  # fmt: skip
+_LAYER_OPS = {op: row[0] for row in TABLE for op in row[1]}
+_TORCH = [(category, re.compile(pattern)) for category, _, pattern, _ in TABLE]
+_TF = [(category, re.compile(pattern)) for category, _, _, pattern in TABLE]
+_SCOPE_SUFFIX = re.compile(r"_\d+$")  # Keras numbers a layer's scope on every call: "layer1_0_conv1_1"
+
+
+def torch_category(op_name: str, ancestors: tuple[str, ...] = ()) -> str:
+    """The category of a PyTorch profiler event; an op run inside the optimizer's step is the optimizer's."""
+    if any(name.startswith("Optimizer.") for name in ancestors):
+        return OPTIMIZER
+    return next(category for category, pattern in _TORCH if pattern.search(op_name))
+
+
+def tf_category(op_name: str, op_type: str, layer_ops: dict[str, str]) -> str:
+    """The category of a TensorFlow op: its layer's, when a scope of its name is a layer of the model
+    (`layer_ops`: Keras layer name -> lowered op); else by pattern over its name and type."""
+    for part in op_name.split("/"):
+        op = layer_ops.get(part) or layer_ops.get(_SCOPE_SUFFIX.sub("", part))
+        if op is not None:
+            return _LAYER_OPS[op]
+    return next(category for category, pattern in _TF if pattern.search(op_name) or pattern.search(op_type))

@@ -1,0 +1,48 @@
+"""Timing many small functions against each other: warm each, then windows taken in rounds.
+
+Each round times one window of every function, in an order reversed every round, so a slow spell of a
+shared machine lands on all of them alike; a function's figure is the median of its per-call window
+times, with the distribution-free 95% interval of that median (stats.median_interval).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import stats, timing
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float  # median seconds per call over the windows
+    low: float | None  # 95% interval of that median (None below six windows)
+    high: float | None
+    windows: int
+    calls_per_window: int
+
+
+def time_in_rounds(
+    functions: dict[str, Callable[[], object]],
+    sync: Callable[[], None],
+    *,
+    windows: int = 7,
+    min_window_s: float = 0.1,
+    warmup_cap_s: float = 3.0,
+) -> dict[str, Timed]:
+    """Median seconds per call of each function, measured in interleaved rounds of windows."""
+    calls = {}
+    for name, function in functions.items():
+        warm = timing.warm_up(function, sync, min_steps=3, cap_s=warmup_cap_s)
+        calls[name] = timing.steps_per_window(warm.step_estimate_s, min_window_s, 10_000)
+    per_call: dict[str, list[float]] = {name: [] for name in functions}
+    names = list(functions)
+    for index in range(windows):
+        for name in names if index % 2 == 0 else names[::-1]:
+            window = timing.window(functions[name], sync, calls[name], per_step_marks=False)
+            per_call[name].append(window.seconds / calls[name])
+    result = {}
+    for name, values in per_call.items():
+        interval = stats.median_interval(values)
+        result[name] = Timed(stats.median(values), *(interval or (None, None)), len(values), calls[name])
+    return result

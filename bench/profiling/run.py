@@ -1,0 +1,113 @@
+"""Running a profile: one worker per engine, then profile.md, profile.csv, a plot and the traces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PROFILED_ENGINES = ("torch", "keras-tensorflow")  # keras-jax: not profiled yet (no per-stage jitted timing)
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    model: str
+    engines: tuple[str, ...]
+    batch_size: int
+    mode: str
+    image_size: int
+    precision: str
+    device: str
+    stages: bool = True
+    ops: bool = True
+    trace: bool = True
+    windows: int = 7
+    min_window_s: float = 0.1
+    threads: int = 0
+    seed: int = 0
+
+
+def run_engine(engine: str, task: str, request: dict, out: Path, timeout_s: float) -> dict:
+    """The engine's result, or {"engine", "error"} when its worker fails or runs past `timeout_s`."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if engine.startswith("keras-"):
+        env["KERAS_BACKEND"] = engine.removeprefix("keras-")
+    with tempfile.TemporaryDirectory() as scratch:
+        request_path, result_path = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        request_path.write_text(json.dumps({**request, "out": str(out)}))
+        log = out / f"worker-{task}-{engine}.log"
+        with log.open("w") as handle:
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "bench.profiling.worker", engine, task, str(request_path), str(result_path)],
+                    env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return {"engine": engine, "error": f"timed out after {timeout_s:g} s (see {log.name})"}
+        if done.returncode != 0 or not result_path.exists():
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            return {
+                "engine": engine,
+                "error": f"worker exited with {done.returncode}: {tail[0][:300]} (see {log.name})",
+            }
+        return json.loads(result_path.read_text())
+
+
+def profile(request: ProfileRequest, out: Path, timeout_s: float = 900.0, say=print) -> Path:
+    """Profile every engine of `request` into `out`; returns the report's path."""
+    from ..records import host_env
+    from .report import write_profile_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for engine in request.engines:
+        say(f"profiling {request.model} in {engine} ...")
+        result = run_engine(engine, "profile", asdict(request), out, timeout_s)
+        if "error" in result:
+            say(f"  {engine}: {result['error']}")
+        results.append(result)
+    data = {"request": asdict(request), "env": host_env(), "results": results}
+    (out / "profile.json").write_text(json.dumps(data, indent=1))
+    return write_profile_report(data, out)
+
+
+@dataclass(frozen=True)
+class GradientFlowRequest:
+    models: tuple[str, ...]
+    engines: tuple[str, ...]
+    batch_size: int = 32
+    image_size: int = 32
+    steps: int = 5
+    lr_scale: float = 1.0  # the learning rate is 0.01 x this (the harness's)
+    seed: int = 0
+    threads: int = 0
+
+
+def study_models(depths: tuple[int, ...]) -> tuple[str, ...]:
+    """Plain and residual CIFAR nets of each depth, with and without batch norm."""
+    return tuple(
+        f"{kind}{depth}_cifar{suffix}" for suffix in ("", "_nobn") for depth in depths for kind in ("plain", "resnet")
+    )
+
+
+def gradient_flow(request: GradientFlowRequest, out: Path, timeout_s: float = 1800.0, say=print) -> Path:
+    from ..records import host_env
+    from .flow_report import write_flow_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for engine in request.engines:
+        say(f"gradient flow of {len(request.models)} networks in {engine} ...")
+        result = run_engine(engine, "gradient_flow", asdict(request), out, timeout_s)
+        if "error" in result:
+            say(f"  {engine}: {result['error']}")
+        results.append(result)
+    data = {"request": asdict(request), "env": host_env(), "results": results}
+    (out / "gradient_flow.json").write_text(json.dumps(data, indent=1))
+    return write_flow_report(data, out)
