@@ -344,6 +344,25 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+def _estimate_line(plan: Plan, store) -> str:
+    """The run's expected duration from earlier records on this device (configurations already recorded in
+    a resumed run and engines not installed cost nothing)."""
+    from dataclasses import replace
+
+    from implementations import is_installed
+
+    from .config import detect_gpu
+    from .estimate import estimate, load_history, this_device_key
+
+    done = {r.config for r in store.records()}
+    todo = tuple(c for c in plan.configs if c not in done and is_installed(c.framework))
+    if not todo:
+        return "estimate: nothing left to measure"
+    device = todo[0].device
+    key = this_device_key(device, detect_gpu() if device == "cuda" else None)
+    return estimate(replace(plan, configs=todo), load_history(RESULTS_DIR), key).line()
+
+
 def _print_plan(plan: Plan, store) -> None:
     from implementations import is_installed
 
@@ -367,6 +386,7 @@ def _print_plan(plan: Plan, store) -> None:
         )
         lines.append(f"{framework}: {state}")
     lines += [f"note: {note}" for note in plan.notes]
+    lines.append(_estimate_line(plan, store))
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

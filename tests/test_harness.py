@@ -184,7 +184,7 @@ def test_max_batch_starts_from_the_largest_measured_batch_and_prints_each_probe(
         (["--batch-sizes", "eight"], "batch size must be an integer, got 'eight'"),
         (["--modes", "fit"], "valid modes: train, infer"),
         (["--image-size", "16", "--models", "vgg11"], "at least 32 px"),
-        (["--preset", "huge"], "valid presets: cpu-default, gpu-full, smoke"),
+        (["--preset", "huge"], "valid presets: cpu-default, gpu-default, gpu-resnet50, gpu-full, smoke"),
         (["--windows", "5"], "windows on the command line must be between 6 and 1000, got 5"),
         (["--out", "/proc/forbidden/run"], "not writable"),
         (["--models", ""], "no models given"),
@@ -272,4 +272,4 @@ def test_without_a_gpu_the_default_preset_is_the_cpu_one(monkeypatch):
     monkeypatch.setattr(bench.config.presets, "detect_gpu", lambda: None)
     assert bench.config.default_preset_name() == "cpu-default"
     monkeypatch.setattr(bench.config.presets, "detect_gpu", lambda: "NVIDIA H100 80GB HBM3")
-    assert bench.config.default_preset_name() == "gpu-full"
+    assert bench.config.default_preset_name() == "gpu-default"
