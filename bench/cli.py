@@ -94,6 +94,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="with --resume: measure error and timeout records again (the old records stay in results.jsonl)",
     )
     run.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+    run.add_argument("--shard", help="I/N: measure only shard I of N (every N-th cell); merge with `bench merge`")
 
     report = commands.add_parser("report", help="render report.md, summary.csv and plots from a run")
     report.add_argument("source", help="a run directory, its results.jsonl, or a pytest-benchmark JSON file")
@@ -109,6 +110,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="exit 1 if any throughput falls by more than PCT percent beyond the spread",
     )
     compare.add_argument("--out", help="write the comparison as Markdown to this file (default: RUN_B/compare.md)")
+
+    merge = commands.add_parser("merge", help="merge the run folders of a sweep's shards into one run")
+    merge.add_argument("out", help="the new run folder to write")
+    merge.add_argument("shards", nargs="+", help="the shards' run folders (`run --shard I/N`)")
+    merge.add_argument("--force", action="store_true", help="merge shards made on different hardware (reported)")
 
     profile = commands.add_parser("profile", help="where one model's step time goes: stages, step split, operators")
     profile.add_argument("model", help="a model name (see `python -m bench models`)")
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-                    "profile": cmd_profile, "gradient-flow": cmd_gradient_flow}  # fmt: skip
+                    "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge}  # fmt: skip
         return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -240,7 +246,7 @@ def _model_stages(spec, args) -> int:
 
 
 # `run` options that shape the plan: refused with --resume, which continues the plan in plan.json.
-PLAN_ARGUMENTS = (*OPTIONS, "preset", "profile", "out")
+PLAN_ARGUMENTS = (*OPTIONS, "preset", "profile", "out", "shard")
 
 
 def _given(args) -> dict:
@@ -291,6 +297,13 @@ def cmd_run(args) -> int:
             raise UsageError("--retry-errors applies to --resume RUN_DIR only")
         preset_name, options = _options_from_args(args)
         plan = build_plan(options, preset=preset_name)
+        if args.shard is not None:
+            from .scaleout.shards import parse_shard, shard_plan
+
+            plan = shard_plan(plan, *parse_shard(args.shard))
+            if not plan.configs:
+                raise UsageError(f"shard {args.shard} of this plan has no configurations (fewer cells than shards)")
+            preset_name = f"{preset_name}-shard{plan.shard['index']}of{plan.shard['count']}"
         if args.out:
             path = Path(args.out)
             check_output_dir(path)
@@ -520,4 +533,19 @@ def cmd_gradient_flow(args) -> int:
     path = gradient_flow(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
     print(path.read_text())
     print(f"gradient flow: {path}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from .report import write_report
+    from .scaleout.shards import merge
+
+    plan, records, warnings = merge(Path(args.out), [Path(p) for p in args.shards], force=args.force)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"merged {len(args.shards)} shard(s): {len(records)} records of {len(plan.configs)} configurations "
+          f"into {args.out}", file=sys.stderr)  # fmt: skip
+    report = write_report(Path(args.out))
+    print(report.console_summary)
+    print(f"report: {Path(args.out) / 'report.md'}")
     return 0

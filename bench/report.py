@@ -187,6 +187,13 @@ def environment_lines(records: list[Record], env: dict, plan: Plan | None = None
                 details.append(f"{key} {e[key]}")
         lines.append(f"- **{framework}**: " + ", ".join(str(d) for d in details))
     lines.append(engine_line(records, plan))
+    if env.get("merged_from"):
+        shards = env["merged_from"]
+        machines = sorted({f"{s.get('cpu_model')}, {s.get('cpu_cores')} cores" for s in shards})
+        numbers = ", ".join(str(s["shard"]) for s in shards)
+        lines.append(f"- **Shards**: merged from {len(shards)} run folders (shards {numbers}) on {'; '.join(machines)}")
+    for warning in env.get("merge_warnings", []):
+        lines.append(f"- **Warning**: {warning}")
     lines.append(
         f"- **Run**: {env.get('time', '—')} on {env.get('host', '—')}, commit {env.get('git_commit', '—')}; "
         f"command `{env.get('command_line', '—')}`"

@@ -82,9 +82,19 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     max_batch: bool = False
     max_batch_limit: int = 4096
+    shard: dict | None = None  # {"index": i, "count": n, "plan_digest": ...}: this plan is shard i of n of a plan
+
+    def digest(self) -> str:
+        """What identifies the whole sweep: its configurations and settings (shards of one plan share it)."""
+        import hashlib
+
+        body = json.dumps({"configs": [c.to_dict() for c in self.configs], "settings": asdict(self.settings)},
+                          sort_keys=True)  # fmt: skip
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return {
+            **({"shard": self.shard} if self.shard else {}),
             "preset": self.preset,
             "settings": asdict(self.settings),
             "notes": list(self.notes),
@@ -110,4 +120,5 @@ class Plan:
             notes=tuple(data.get("notes", ())),
             max_batch=data.get("max_batch", False),
             max_batch_limit=data.get("max_batch_limit", 4096),
+            shard=data.get("shard"),
         )
