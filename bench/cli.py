@@ -111,6 +111,20 @@ def make_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--out", help="write the comparison as Markdown to this file (default: RUN_B/compare.md)")
 
+    scale = commands.add_parser("scale", help="data-parallel scaling: img/s and efficiency at 1..N replicas")
+    scale.add_argument("--models", default="resnet20_cifar", help="comma list of models (default resnet20_cifar)")
+    scale.add_argument("--frameworks", default="torch,keras-tensorflow", help="torch and/or keras-tensorflow")
+    scale.add_argument("--replicas", default="1,2", help="comma list of replica counts; 1 is added (the baseline)")
+    scale.add_argument("--nodes", type=int, default=1, help="workers (TensorFlow multi-worker on localhost ports)")
+    scale.add_argument("--batch-size", type=int, default=8, help="batch per replica (default 8)")
+    scale.add_argument("--image-size", type=int, default=None, help="input side in px (default: the model's)")
+    scale.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    scale.add_argument("--windows", type=int, default=6, help="timed windows, 6-100 (default 6)")
+    scale.add_argument("--min-window-s", type=float, default=0.2, help="seconds per window (default 0.2)")
+    scale.add_argument("--timeout", type=float, default=600, help="seconds before a job is stopped (default 600)")
+    scale.add_argument("--kill-rank", type=int, help=argparse.SUPPRESS)  # fault injection for the tests
+    scale.add_argument("--out", help="the folder to write (default: results/scaling/TIME)")
+
     merge = commands.add_parser("merge", help="merge the run folders of a sweep's shards into one run")
     merge.add_argument("out", help="the new run folder to write")
     merge.add_argument("shards", nargs="+", help="the shards' run folders (`run --shard I/N`)")
@@ -145,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-                    "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge}  # fmt: skip
+                    "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
+                    "scale": cmd_scale}  # fmt: skip
         return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -548,4 +563,53 @@ def cmd_merge(args) -> int:
     report = write_report(Path(args.out))
     print(report.console_summary)
     print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def cmd_scale(args) -> int:
+    from implementations import get_spec
+    from implementations.specs import ModelNotFoundError, check_image_size
+
+    from .records import RunStore, host_env
+    from .scaleout.scaling import STRATEGIES, ScaleRequest, run_scaling
+    from .scaleout.scaling_report import write_scaling_report
+
+    try:
+        models = tuple(get_spec(name.strip()).name for name in args.models.split(","))
+    except ModelNotFoundError as error:
+        raise UsageError(str(error)) from None
+    try:
+        replicas = tuple(sorted({1, *(int(n) for n in args.replicas.split(","))}))
+    except ValueError:
+        raise UsageError(f"--replicas takes a comma list of positive integers, got {args.replicas!r}") from None
+    if replicas[0] < 1:
+        raise UsageError(f"--replicas must be positive, got {args.replicas!r}")
+    if args.device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.nodes < 1 or (args.nodes > 1 and any(n not in (1, args.nodes) for n in replicas)):
+        raise UsageError("--nodes N runs one replica per worker: give --replicas N (1 is the baseline)")
+    if not 6 <= args.windows <= 100:
+        raise UsageError(f"--windows must be 6-100, got {args.windows}")
+    size = args.image_size
+    for name in models:
+        try:
+            check_image_size(get_spec(name), size or get_spec(name).default_image_size)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    request = ScaleRequest(
+        engines=_engines(args.frameworks, tuple(STRATEGIES)), models=models, replicas=replicas, nodes=args.nodes,
+        batch_per_replica=args.batch_size, image_size=size or get_spec(models[0]).default_image_size,
+        device=args.device, windows=args.windows, min_window_s=args.min_window_s, timeout_s=args.timeout,
+        kill_rank=args.kill_rank,
+    )  # fmt: skip
+    out = Path(args.out) if args.out else RunStore.create(RESULTS_DIR.parent / "scaling", args.device).path
+    if (out / "scaling.jsonl").exists():
+        raise UsageError(f"{out} already holds a scaling run; give another --out")
+    check_output_dir(out)
+    env = host_env()
+    (out / "env.json").write_text(json.dumps(env, indent=2))
+    run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+    path = write_scaling_report(out, env)
+    print(path.read_text())
+    print(f"scaling: {path}")
     return 0
