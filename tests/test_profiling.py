@@ -171,3 +171,21 @@ def test_bad_profile_input_exits_2_naming_what_is_valid(arguments, message, caps
 
     assert main(arguments) == 2
     assert message in capsys.readouterr().err
+
+
+def test_gradient_flow_end_to_end_on_the_smallest_depth(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "flow"
+    command = [sys.executable, "-m", "bench", "gradient-flow", "--depths", "8", "--steps", "1", "--batch-size", "2",
+               "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (out / "gradient_flow.md").read_text()
+    for name in ("plain8_cifar", "resnet8_cifar", "plain8_cifar_nobn", "resnet8_cifar_nobn"):
+        assert f"| {name} " in text
+    assert "**plain, with BN**" in text and "He et al." in text and "The engines agree" in text
+    rows = (out / "gradient_flow.csv").read_text().splitlines()
+    layers = sum(1 for layer in lower(get_spec("resnet8_cifar")) if layer.op in (CONV, LINEAR))
+    assert len(rows) == 1 + 2 * 4 * 2 * layers  # engines x networks x steps (init + 1) x layers
+    assert (out / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
