@@ -606,6 +606,7 @@ def cmd_scale(args) -> int:
     if (out / "scaling.jsonl").exists():
         raise UsageError(f"{out} already holds a scaling run; give another --out")
     check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
     env = host_env()
     (out / "env.json").write_text(json.dumps(env, indent=2))
     run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))

@@ -171,9 +171,22 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
             status = "timeout" if timed_out else "error"
             what = f"timed out after {request.timeout_s:g} s" if timed_out else f"exit codes {codes}"
             who = f"rank(s) {', '.join(map(str, unfinished))} did not finish" if unfinished else "every rank finished"
-            return replace(base, status=status, failed_ranks=unfinished, error=f"{what}; {who} (see {log.name})")
+            cause = _first_failure(log)
+            failed = (cause[0],) if cause else unfinished
+            if cause:
+                who = f"rank {cause[0]} failed first (exit code {cause[1]}, as torchrun reports it); {who}"
+            return replace(base, status=status, failed_ranks=failed, error=f"{what}; {who} (see {log.name})")
         results = [json.loads(path.read_text()) for path in sorted(status_dir.glob("result-*.json"))]
     return _record(base, results, engine)
+
+
+def _first_failure(log: Path) -> tuple[int, int] | None:
+    """(rank, exit code) of the first failed rank from torchrun's 'Root Cause' summary, if it printed one."""
+    import re
+
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.DOTALL)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def _record(base: ScaleRecord, results: list[dict], engine: str) -> ScaleRecord:

@@ -1,0 +1,85 @@
+"""Data-parallel scaling on the frameworks' own engines: DDP over gloo, MirroredStrategy, multi-worker
+TensorFlow over localhost, a killed rank recorded, and the efficiency arithmetic."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.scaleout.scaling import ScaleRecord
+from bench.scaleout.scaling_report import efficiency
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = [
+    "--models",
+    "resnet8_cifar",
+    "--batch-size",
+    "2",
+    "--windows",
+    "6",
+    "--min-window-s",
+    "0.02",
+    "--timeout",
+    "300",
+]
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+
+def scale(tmp_path, *extra) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    out = tmp_path / "scale"
+    result = subprocess.run([sys.executable, "-m", "bench", "scale", *TINY, *extra, "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    records = [json.loads(line) for line in (out / "scaling.jsonl").read_text().splitlines()] if out.exists() else []
+    return result, records
+
+
+def test_two_replicas_of_ddp_over_gloo_and_of_mirrored_strategy_give_scaling_records(tmp_path):
+    result, records = scale(tmp_path, "--frameworks", "torch,keras-tensorflow", "--replicas", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["engine"], r["replicas"], r["status"]) for r in records] == [
+        ("torch", 1, "ok"), ("torch", 2, "ok"), ("keras-tensorflow", 1, "ok"), ("keras-tensorflow", 2, "ok"),
+    ]  # fmt: skip
+    two = [r for r in records if r["replicas"] == 2]
+    assert all(r["global_batch"] == 4 and r["throughput_img_s"] > 0 and r["exposed_comm_s"] is not None for r in two)
+    assert {r["strategy"] for r in two} == {"DistributedDataParallel", "MirroredStrategy"}
+    assert next(r for r in two if r["engine"] == "torch")["collective"] == "gloo"
+    assert all(r["gradient_bytes"] == 4 * 75_290 for r in records)  # resnet8_cifar's parameters x 4 bytes
+    text = (tmp_path / "scale" / "scaling.md").read_text()
+    assert "efficiency" in text and "not a claim about GPUs" in text
+    assert (tmp_path / "scale" / "scaling.png").exists()
+
+
+def test_a_two_process_multi_worker_tensorflow_run_on_localhost(tmp_path):
+    result, records = scale(tmp_path, "--frameworks", "keras-tensorflow", "--replicas", "2", "--nodes", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (two,) = [r for r in records if r["replicas"] == 2]
+    assert two["status"] == "ok" and two["strategy"] == "MultiWorkerMirroredStrategy" and two["nodes"] == 2
+
+
+def test_a_killed_rank_is_recorded_by_number_and_the_sweep_goes_on(tmp_path):
+    result, records = scale(tmp_path, "--frameworks", "torch,keras-tensorflow", "--replicas", "2", "--kill-rank", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    by = {(r["engine"], r["replicas"]): r for r in records}
+    assert by[("torch", 1)]["status"] == "ok"  # a one-replica job has no rank 1
+    failed = by[("torch", 2)]
+    assert (
+        failed["status"] == "error"
+        and failed["failed_ranks"] == [1]
+        and "rank 1 failed first (exit code -9" in failed["error"]
+    )
+    assert by[("keras-tensorflow", 1)]["status"] == "ok"  # the sweep went on after the failure
+
+
+def test_efficiency_is_throughput_over_replicas_times_the_one_replica_throughput():
+    def record(replicas, rate, status="ok"):
+        return ScaleRecord(engine="torch", model="resnet8_cifar", replicas=replicas, nodes=1, batch_per_replica=2,
+                           global_batch=2 * replicas, image_size=32, device="cpu", strategy="x", status=status,
+                           throughput_img_s=rate)  # fmt: skip
+
+    records = [record(1, 100.0), record(2, 180.0), record(4, None, "error")]
+    assert efficiency(records[1], records) == pytest.approx(0.9)
+    assert efficiency(records[2], records) is None
