@@ -105,6 +105,10 @@ def test_operator_names_of_both_profilers_map_to_one_vocabulary():
     assert tf_category("gradient_tape/resnet/layer1_0_conv1_1/convolution/Conv2DBackpropFilter", "_MklNativeConv2DBackpropFilter", layer_ops) == "convolution"  # fmt: skip
     assert tf_category("resnet/layer1_0_add_1/ArithmeticOptimizer/AddOpsRewrite_Leaf_1_Add", "AddN", layer_ops) == "add (shortcut)"  # fmt: skip
     assert tf_category("sgd/AssignAddVariableOp_54", "AssignAddVariableOp", layer_ops) == "optimizer"
+    assert tf_category("sgd/update_layer1_0_conv1/Mul", "Mul", layer_ops) == "optimizer"  # scoped by a layer
+    assert tf_category("vgg/layer1_0_relu1_1/Relu", "_MklNativeFusedConv2D", layer_ops) == "convolution"  # fused
+    assert tf_category("vgg/layer1_0_relu1_1/Relu", "_MklNativeFusedMatMul", layer_ops) == "linear"
+    assert tf_category("vgg/layer1_0_relu1_1/Relu", "Relu", layer_ops) == "activation"
     assert tf_category("resnet/layer2_0_conv1_pad_1/Pad", "Pad", layer_ops) == "data movement"
     assert tf_category("sparse_categorical_crossentropy/Softmax", "SparseSoftmaxCrossEntropyWithLogits", layer_ops) == "other"  # fmt: skip
     assert len(set(CATEGORIES)) == 9

@@ -4,7 +4,7 @@ PyTorch's profiler names ATen operators ("aten::convolution_backward"); TensorFl
 scope ("gradient_tape/resnet18/layer1_0_bn1/batchnorm/mul") and type ("Mul"). A TensorFlow op inside a
 model layer takes the category of that layer's lowered op (a Keras batch norm is a handful of Mul, Sub
 and Mean ops, which a type table would call elementwise); an op outside any layer, and every PyTorch op,
-is matched by pattern. The first matching row wins.
+is matched by pattern. The first matching row wins (for TensorFlow, see `tf_category` for the order).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ TABLE = (
 _LAYER_OPS = {op: row[0] for row in TABLE for op in row[1]}
 _TORCH = [(category, re.compile(pattern)) for category, _, pattern, _ in TABLE]
 _TF = [(category, re.compile(pattern)) for category, _, _, pattern in TABLE]
+_DECISIVE_TYPES = (CONVOLUTION, LINEAR_CATEGORY, BATCH_NORM, POOLING)
 _SCOPE_SUFFIX = re.compile(r"_\d+$")  # Keras numbers a layer's scope on every call: "layer1_0_conv1_1"
 
 
@@ -59,8 +60,17 @@ def torch_category(op_name: str, ancestors: tuple[str, ...] = ()) -> str:
 
 
 def tf_category(op_name: str, op_type: str, layer_ops: dict[str, str]) -> str:
-    """The category of a TensorFlow op: its layer's, when a scope of its name is a layer of the model
-    (`layer_ops`: Keras layer name -> lowered op); else by pattern over its name and type."""
+    """The category of a TensorFlow op. In order: the optimizer's row (its update ops may be scoped by a
+    variable's layer); an op type that names its work (a convolution, matmul, batch norm or pooling kernel,
+    fused or not: Grappler fuses a convolution or matmul with the bias and ReLU after it into one op named
+    after the ReLU, "features_1/Relu"); the layer of its scope (`layer_ops`: Keras layer name -> lowered op);
+    else the patterns over its name and type."""
+    optimizer = _TF[0][1]
+    if optimizer.search(op_name) or optimizer.search(op_type):
+        return OPTIMIZER
+    for category, pattern in _TF:
+        if category in _DECISIVE_TYPES and pattern.search(op_type):
+            return category
     for part in op_name.split("/"):
         op = layer_ops.get(part) or layer_ops.get(_SCOPE_SUFFIX.sub("", part))
         if op is not None:
