@@ -47,23 +47,30 @@ class ScaleRecord:
     throughput_high_img_s: float | None = None
     step_s: float | None = None
     no_exchange_step_s: float | None = None  # the same step without the gradient all-reduce
-    exposed_comm_s: float | None = None  # step_s - no_exchange_step_s
+    exposed_comm_s: float | None = None  # median over window pairs of (step - no-exchange step)
+    exposed_comm_low_s: float | None = None  # its 95% interval
+    exposed_comm_high_s: float | None = None
     first_step_s: float | None = None
     windows: int | None = None
     gradient_bytes: int | None = None  # parameters x 4: what each replica all-reduces per step
+    step_window_s: tuple[float, ...] = ()  # the samples: each window's seconds (the slowest replica's)
+    no_exchange_window_s: tuple[float, ...] = ()
+    steps_per_window: int | None = None
     peak_memory_bytes_per_replica: tuple = ()
     memory_source: str | None = None
     method: str | None = None
     env: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "failed_ranks": list(self.failed_ranks),
-                "peak_memory_bytes_per_replica": list(self.peak_memory_bytes_per_replica)}  # fmt: skip
+        data = asdict(self)
+        return {**data, **{name: list(data[name]) for name in _TUPLES}}
 
     @classmethod
     def from_json(cls, data: dict) -> ScaleRecord:
-        return cls(**{**data, "failed_ranks": tuple(data.get("failed_ranks", ())),
-                      "peak_memory_bytes_per_replica": tuple(data.get("peak_memory_bytes_per_replica", ()))})  # fmt: skip
+        return cls(**{**data, **{name: tuple(data.get(name, ())) for name in _TUPLES}})
+
+
+_TUPLES = ("failed_ranks", "step_window_s", "no_exchange_window_s", "peak_memory_bytes_per_replica")
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,9 @@ def _record(base: ScaleRecord, results: list[dict], engine: str) -> ScaleRecord:
     rates = [base.global_batch * steps / seconds for seconds in full]
     interval = stats.median_interval(rates) or (None, None)
     step_s, local_s = stats.median(full) / steps, stats.median(local) / steps
+    # Full and no-exchange windows alternate: the difference of each pair, per step, and its interval.
+    exposed = [(f - n) / steps for f, n in zip(full, local)]
+    exposed_interval = stats.median_interval(exposed) or (None, None)
     peaks = tuple(first.get("peak_memory_bytes_per_replica") or [r["peak_memory_bytes"] for r in results])
     method = (
         "exposed communication = the DDP step minus the same step under no_sync() (no gradient all-reduce)"
@@ -208,7 +218,9 @@ def _record(base: ScaleRecord, results: list[dict], engine: str) -> ScaleRecord:
     return replace(
         base, status="ok", collective=first.get("collective"), throughput_img_s=stats.median(rates),
         throughput_low_img_s=interval[0], throughput_high_img_s=interval[1], step_s=step_s,
-        no_exchange_step_s=local_s, exposed_comm_s=step_s - local_s, first_step_s=first["first_step_s"],
+        no_exchange_step_s=local_s, exposed_comm_s=stats.median(exposed), exposed_comm_low_s=exposed_interval[0],
+        exposed_comm_high_s=exposed_interval[1], first_step_s=first["first_step_s"], step_window_s=tuple(full),
+        no_exchange_window_s=tuple(local), steps_per_window=steps,
         windows=len(full), peak_memory_bytes_per_replica=peaks,
         memory_source=first.get("memory_source", "peak RSS of each worker process (on a CPU, one process holds "
                                                  "every MirroredStrategy replica)"),

@@ -29,6 +29,16 @@ def efficiency(record: ScaleRecord, records: list[ScaleRecord]) -> float | None:
     return record.throughput_img_s / (record.replicas * one.throughput_img_s)
 
 
+def _exposed(r: ScaleRecord) -> str:
+    """Exposed communication in ms with its interval; 'none within noise' when the interval includes 0."""
+    if r.exposed_comm_s is None:
+        return "—"
+    if r.exposed_comm_low_s is None:
+        return sig3(r.exposed_comm_s * 1e3)
+    text = f"{sig3(r.exposed_comm_s * 1e3)} [{sig3(r.exposed_comm_low_s * 1e3)} to {sig3(r.exposed_comm_high_s * 1e3)}]"
+    return text + (" (none within noise)" if r.exposed_comm_low_s <= 0 <= r.exposed_comm_high_s else "")
+
+
 def write_scaling_report(out: Path, env: dict) -> Path:
     records = load(out)
     lines = [
@@ -50,7 +60,8 @@ def write_scaling_report(out: Path, env: dict) -> Path:
         "",
     ]
     methods = sorted({r.method for r in records if r.method})
-    lines += [f"- {m}" for m in methods] + [""]
+    memory = sorted({f"{r.engine}: {r.memory_source}" for r in records if r.memory_source})
+    lines += [f"- {m}" for m in methods] + [f"- Peak memory per replica, {m}" for m in memory] + [""]
     csv_rows = []
     for model in dict.fromkeys(r.model for r in records):
         members = [r for r in records if r.model == model]
@@ -63,7 +74,7 @@ def write_scaling_report(out: Path, env: dict) -> Path:
                 f"{sig3(r.throughput_img_s)} [{sig3(r.throughput_low_img_s)}-{sig3(r.throughput_high_img_s)}]"
                 if r.status == "ok" else r.status.upper(),
                 sig3(r.step_s * 1e3) if r.step_s else "—",
-                sig3(r.exposed_comm_s * 1e3) if r.exposed_comm_s is not None else "—",
+                _exposed(r),
                 f"{eff:.0%}" if eff is not None else "—",
                 sig3(r.gradient_bytes / MIB),
                 sig3(max(peaks) / MIB) if peaks else "—",
