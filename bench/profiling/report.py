@@ -282,14 +282,15 @@ def _summary_section(results, costs, train, batch) -> list[str]:
 
 
 def _trace_section(results, out: Path) -> list[str]:
+    """How to open each trace; paths are relative to this folder (the report moves with it)."""
     lines = []
     for result in results:
         if result.get("trace") == "torch_trace.json":
-            lines.append(f"- PyTorch trace: `{out / 'torch_trace.json'}` (Chrome trace JSON; open it at "
-                         "https://ui.perfetto.dev or chrome://tracing; stages labelled `stage NAME`)")  # fmt: skip
+            lines.append("- PyTorch: `torch_trace.json` (Chrome trace JSON; open it at https://ui.perfetto.dev or "
+                         "chrome://tracing; stages labelled `stage NAME`)")  # fmt: skip
         elif result.get("trace"):
-            lines.append(f"- TensorFlow trace: `xprof --logdir {out / result['trace']} --port 6006` (or `tensorboard "
-                         f"--logdir {out / result['trace']}`, Profile tab; ops scoped `stage_NAME/...`)")  # fmt: skip
+            lines.append(f"- TensorFlow: from this folder, `xprof server --logdir {result['trace']} --port 6006` (or "
+                         f"`tensorboard --logdir {result['trace']}`, Profile tab; ops scoped `stage_NAME/...`)")  # fmt: skip
     return (["## Traces", ""] + lines + [""]) if lines else []
 
 

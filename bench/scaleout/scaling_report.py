@@ -96,7 +96,7 @@ def write_scaling_report(out: Path, env: dict) -> Path:
                     "strategy",
                     "img/s [95% CI]",
                     "step ms",
-                    "exposed comm ms",
+                    "exposed comm ms [95% CI]",
                     "efficiency",
                     "gradient MiB/step",
                     "peak MiB/replica",
