@@ -132,7 +132,8 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
     from implementations.lowering import params_count
 
     threads = request.threads_per_replica()
-    nodes = request.nodes if replicas > 1 else 1
+    # --nodes is TensorFlow's multi-worker strategy (one process per worker); PyTorch's ranks run on this host.
+    nodes = request.nodes if replicas > 1 and engine == "keras-tensorflow" else 1
     strategy = STRATEGIES[engine] if nodes == 1 else {"torch": "DistributedDataParallel",
                                                        "keras-tensorflow": "MultiWorkerMirroredStrategy"}[engine]  # fmt: skip
     base = ScaleRecord(
