@@ -123,6 +123,7 @@ def make_parser() -> argparse.ArgumentParser:
     scale.add_argument("--min-window-s", type=float, default=0.2, help="seconds per window (default 0.2)")
     scale.add_argument("--timeout", type=float, default=600, help="seconds before a job is stopped (default 600)")
     scale.add_argument("--kill-rank", type=int, help=argparse.SUPPRESS)  # fault injection for the tests
+    scale.add_argument("--hang-rank", type=int, help=argparse.SUPPRESS)
     scale.add_argument("--out", help="the folder to write (default: results/scaling/TIME)")
 
     merge = commands.add_parser("merge", help="merge the run folders of a sweep's shards into one run")
@@ -600,7 +601,7 @@ def cmd_scale(args) -> int:
         engines=_engines(args.frameworks, tuple(STRATEGIES)), models=models, replicas=replicas, nodes=args.nodes,
         batch_per_replica=args.batch_size, image_size=size or get_spec(models[0]).default_image_size,
         device=args.device, windows=args.windows, min_window_s=args.min_window_s, timeout_s=args.timeout,
-        kill_rank=args.kill_rank,
+        kill_rank=args.kill_rank, hang_rank=args.hang_rank,
     )  # fmt: skip
     out = Path(args.out) if args.out else RunStore.create(RESULTS_DIR.parent / "scaling", args.device).path
     if (out / "scaling.jsonl").exists():
