@@ -148,7 +148,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     flow = commands.add_parser("gradient-flow", help="gradient norm per layer: plain vs residual, with and without BN")
     flow.add_argument("--depths", default="20,56,110", help="comma list of CIFAR depths 6n+2 (default 20,56,110)")
-    flow.add_argument("--frameworks", default="torch,keras-tensorflow", help="comma list of engines")
+    flow.add_argument("--frameworks", default="torch,keras-tensorflow",
+                      help="comma list of engines: torch, keras-tensorflow, keras-jax (opt-in: slow on a CPU)")  # fmt: skip
     flow.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     flow.add_argument("--steps", type=int, default=5, help="SGD steps after initialisation, 0-100 (default 5)")
     flow.add_argument("--out", help="the folder to write (default: results/gradient-flow/TIME)")
@@ -522,7 +523,7 @@ def cmd_profile(args) -> int:
 def cmd_gradient_flow(args) -> int:
     from implementations.specs import cifar_spec
 
-    from .profiling.run import PROFILED_ENGINES, GradientFlowRequest, gradient_flow, study_models
+    from .profiling.run import GRADIENT_FLOW_ENGINES, GradientFlowRequest, gradient_flow, study_models
     from .records import RunStore
 
     try:
@@ -536,7 +537,7 @@ def cmd_gradient_flow(args) -> int:
     if not 0 <= args.steps <= 100:
         raise UsageError(f"--steps must be 0-100, got {args.steps}")
     request = GradientFlowRequest(
-        models=study_models(depths), engines=_engines(args.frameworks, PROFILED_ENGINES),
+        models=study_models(depths), engines=_engines(args.frameworks, GRADIENT_FLOW_ENGINES),
         batch_size=args.batch_size, steps=args.steps,
     )  # fmt: skip
     if args.out:

@@ -114,22 +114,26 @@ def test_operator_names_of_both_profilers_map_to_one_vocabulary():
     assert len(set(CATEGORIES)) == 9
 
 
-def test_the_gradient_recorder_gives_the_same_norms_in_both_engines(tmp_path):
+def test_the_gradient_recorder_gives_the_same_norms_in_every_engine(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
     from bench.profiling.run import GradientFlowRequest, run_engine
+    from implementations import is_installed
 
     request = GradientFlowRequest(models=("resnet8_cifar", "plain8_cifar_nobn"), engines=(), batch_size=2, steps=1)
     from dataclasses import asdict
 
-    results = {e: run_engine(e, "gradient_flow", asdict(request), tmp_path, 300) for e in ("torch", "keras-tensorflow")}
+    engines = ("torch", "keras-tensorflow") + (("keras-jax",) if is_installed("keras-jax") else ())
+    results = {e: run_engine(e, "gradient_flow", asdict(request), tmp_path, 300) for e in engines}
+    assert all("error" not in r for r in results.values()), results
     for name in request.models:
         runs = [results[e]["models"][name] for e in results]
         convs = sum(1 for layer in lower(get_spec(name)) if layer.op in (CONV, LINEAR))
         assert all(len(r["layers"]) == convs and len(r["norms"]) == 2 for r in runs)
         assert all(n > 0 for r in runs for step in r["norms"] for n in step)
-        np.testing.assert_allclose(runs[0]["norms"][0], runs[1]["norms"][0], rtol=1e-4)  # the same weights and data
-        np.testing.assert_allclose(runs[0]["norms"][1], runs[1]["norms"][1], rtol=1e-3)  # after one SGD step
+        for other in runs[1:]:  # every engine against PyTorch: the same weights and data
+            np.testing.assert_allclose(other["norms"][0], runs[0]["norms"][0], rtol=1e-4)
+            np.testing.assert_allclose(other["norms"][1], runs[0]["norms"][1], rtol=1e-3)  # after one SGD step
 
 
 def test_profile_end_to_end_on_a_tiny_network(tmp_path):
@@ -161,11 +165,30 @@ def test_profile_end_to_end_on_a_tiny_network(tmp_path):
     assert len(rows) == 1 + 2 * 5
 
 
+def test_keras_on_jax_is_profiled_by_stage_and_its_missing_categories_are_said(tmp_path):
+    pytest.importorskip("torch")
+    from implementations import is_installed
+
+    if not is_installed("keras-jax"):
+        pytest.skip("keras-jax is not installed")
+    out = tmp_path / "profile"
+    command = [sys.executable, "-m", "bench", "profile", "resnet8_cifar", "--frameworks", "keras-jax", "--batch-size",
+               "2", "--windows", "6", "--min-window-s", "0.02", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (out / "profile.md").read_text()
+    assert "keras-jax fwd ms" in text and "keras-jax: stages (forward+backward) + optimizer" in text
+    (engine,) = json.loads((out / "profile.json").read_text())["results"]
+    assert engine["stages"] == ["stem", "layer1", "layer2", "layer3", "head"]
+    assert "categories" in engine or "no per-operator statistics" in text
+    assert list((out / "jax_trace").rglob("*.xplane.pb"))
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
         (["profile", "resnet9000"], "unknown model"),
-        (["profile", "resnet8_cifar", "--frameworks", "keras-jax"], "keras-jax cannot be profiled yet"),
+        (["profile", "resnet8_cifar", "--frameworks", "mxnet"], "valid frameworks: torch, keras-tensorflow, keras-jax"),
         (["profile", "resnet8_cifar", "--windows", "3"], "--windows must be 6-100"),
         (["gradient-flow", "--depths", "21"], "6n+2"),
     ],

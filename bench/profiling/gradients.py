@@ -92,6 +92,52 @@ def _keras_run(name: str, request: dict) -> dict:
     return {"layers": layers, "norms": norms, "loss": losses}
 
 
+def _jax_run(name: str, request: dict) -> dict:
+    """Keras on JAX: the Keras 3 stateless pattern (stateless_call under jax.value_and_grad, the optimizer's
+    stateless_apply), jitted, from the same transferred weights."""
+    import jax
+    import keras
+
+    from implementations import build, torch_to_keras
+    from implementations.keras_models import keras_name
+
+    keras.mixed_precision.set_global_policy("float32")
+    model = build(name, "keras-jax", image_size=request["image_size"])
+    torch_to_keras(torch_model(name, request["image_size"], request["seed"]), model)
+    layers = weight_layers(name, request["image_size"])
+    kernels = [model.get_layer(keras_name(layer)).kernel for layer in layers]
+    index = [next(i for i, v in enumerate(model.trainable_variables) if v is kernel) for kernel in kernels]
+    optimizer = keras.optimizers.SGD(learning_rate=0.01 * request["lr_scale"], momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss_and_state(trainable, non_trainable, images, labels):
+        logits, non_trainable = model.stateless_call(trainable, non_trainable, images, training=True)
+        return loss_fn(labels, logits), non_trainable
+
+    @jax.jit
+    def step(state, images, labels):
+        trainable, non_trainable, optimizer_state = state
+        (loss, non_trainable), grads = jax.value_and_grad(loss_and_state, has_aux=True)(
+            trainable, non_trainable, images, labels
+        )
+        trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
+        return (
+            loss,
+            [jax.numpy.linalg.norm(grads[i].ravel()) for i in index],
+            [trainable, non_trainable, optimizer_state],
+        )
+
+    state = [[v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+             [v.value for v in optimizer.variables]]  # fmt: skip
+    norms, losses = [], []
+    for images, labels in batches(request, get_spec(name).default_classes):
+        loss, layer_norms, state = step(state, images.transpose(0, 2, 3, 1), labels.astype("int32"))
+        norms.append([float(n) for n in layer_norms])
+        losses.append(float(loss))
+    return {"layers": layers, "norms": norms, "loss": losses}
+
+
 def gradient_flow(request: dict, engine: str) -> dict:
-    run = _torch_run if engine == "torch" else _keras_run
+    run = {"torch": _torch_run, "keras-tensorflow": _keras_run, "keras-jax": _jax_run}[engine]
     return {"engine": engine, "models": {name: run(name, request) for name in request["models"]}}

@@ -3,48 +3,29 @@ TensorFlow's profiler (read with xprof), and a trace in TensorBoard's profile fo
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from implementations import get_spec
-from implementations.keras_models import keras_from_layers, keras_name
-from implementations.lowering import lower, stage_slices
+from implementations.keras_models import keras_name
 
-from .categories import CATEGORIES, tf_category
 from .gradients import gradient_flow as _gradient_flow
-from .measure import time_in_rounds
+from .keras_stages import keras_profile_setup
+from .measure import profile_result, time_returning
+from .xplane import categories_from_trace
 
 PROFILED_STEPS = 3
 LEARNING_RATE = 0.01  # the harness's (the Keras optimizer keeps it in float32)
 
 
 def profile(request: dict) -> dict:
-    spec = get_spec(request["model"])
-    size, batch, train = request["image_size"], request["batch_size"], request["mode"] == "train"
-    classes = spec.default_classes
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if request["precision"] == "bf16" else "float32")
-    keras.utils.set_random_seed(request["seed"])
+    train = request["mode"] == "train"
     device = "/GPU:0" if request["device"] == "cuda" else "/CPU:0"
-    rng = np.random.default_rng(request["seed"])
     with tf.device(device):
-        lowered = lower(spec, size, classes)
-        model = keras_from_layers(lowered, spec.name)
-        stages = []
-        for name, layers in stage_slices(lowered):
-            stage = keras_from_layers(layers, f"{spec.name}_{name}")
-            for layer in layers:  # the whole model's weights, by layer name
-                weights = model.get_layer(keras_name(layer.name)).get_weights()
-                if weights:
-                    stage.get_layer(keras_name(layer.name)).set_weights(weights)
-            stages.append((name, stage))
-        images = tf.constant(rng.standard_normal((batch, size, size, 3)), tf.float32)
-        labels = tf.constant(rng.integers(0, classes, batch), tf.int32)
+        lowered, model, stages, images, labels, rng = keras_profile_setup(request)
+        images, labels = tf.constant(images), tf.constant(labels)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         inputs, upstream, x = [], [], images
         for _, stage in stages:
@@ -56,35 +37,15 @@ def profile(request: dict) -> dict:
             functions.update(_stage_functions(name, stage, inputs[index], upstream[index], labels, loss_fn, train,
                                               last=index == len(stages) - 1))  # fmt: skip
         functions.update(_whole_functions(model, images, labels, loss_fn, train))
-    result_box = {}
 
-    def sync():
-        value = result_box.get("last")
-        if value is not None:
-            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, value)
+    def block(value):
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, value)
 
-    def keep(function):
-        def call():
-            result_box["last"] = function()
-
-        return call
-
-    timed = time_in_rounds(
-        {name: keep(f) for name, f in functions.items()},
-        sync,
-        windows=request["windows"],
-        min_window_s=request["min_window_s"],
-    )
-    result = {
-        "engine": "keras-tensorflow",
-        "layout": "channels_last",
-        "timings": {name: asdict(t) for name, t in timed.items()},
-        "saved_activation_bytes": {},
-        "stages": [name for name, _ in stages],
-    }
+    timed = time_returning(functions, block, windows=request["windows"], min_window_s=request["min_window_s"])
+    result = profile_result("keras-tensorflow", "channels_last", timed, [name for name, _ in stages])
     if request["ops"] or request["trace"]:
         with tf.device(device):
-            result.update(_operator_profile(spec, stages, lowered, images, labels, loss_fn, train, request))
+            result.update(_operator_profile(stages, lowered, images, labels, loss_fn, train, request))
     return result
 
 
@@ -169,7 +130,7 @@ def _whole_functions(model, images, labels, loss_fn, train):
     }
 
 
-def _operator_profile(spec, stages, lowered, images, labels, loss_fn, train, request) -> dict:
+def _operator_profile(stages, lowered, images, labels, loss_fn, train, request) -> dict:
     """TensorFlow's profiler over PROFILED_STEPS steps of the stage-by-stage model, each stage under a name
     scope and each step under a trace annotation; categories from xprof's framework_op_stats."""
     variables = [v for _, stage in stages for v in stage.trainable_variables]
@@ -202,31 +163,8 @@ def _operator_profile(spec, stages, lowered, images, labels, loss_fn, train, req
         result["trace"] = logdir.name
     if request["ops"]:
         layer_ops = {keras_name(layer.name): layer.op for layer in lowered}
-        try:
-            result["categories"] = _categories(sorted(logdir.rglob("*.xplane.pb")), layer_ops)
-            result["profiled_steps"] = PROFILED_STEPS
-        except ImportError:
-            result["categories_unavailable"] = "xprof is not installed (pip install xprof): no operator categories"
+        result.update(categories_from_trace(logdir, layer_ops, PROFILED_STEPS))
     return result
-
-
-def _categories(paths, layer_ops) -> dict[str, float]:
-    """Seconds per step in each category: xprof's framework_op_stats, self time of every op (device ops
-    on a GPU, host ops otherwise), IDLE left out."""
-    from xprof.convert import raw_to_tool_data
-
-    data, _ = raw_to_tool_data.xspace_to_tool_data([str(p) for p in paths], "framework_op_stats", {})
-    table = json.loads(data)[0]
-    columns = [c["id"] for c in table["cols"]]
-    rows = [dict(zip(columns, (cell.get("v") if cell else None for cell in row["c"]))) for row in table["rows"]]
-    on_device = any(r["host_or_device"] == "Device" for r in rows)
-    totals = dict.fromkeys(CATEGORIES, 0.0)
-    for row in rows:
-        if row["type"] == "IDLE" or (row["host_or_device"] == "Device") != on_device:
-            continue
-        category = tf_category(row["operation"], row["type"], layer_ops)
-        totals[category] += row["total_self_time"] / 1e6 / PROFILED_STEPS
-    return totals
 
 
 def gradient_flow(request: dict) -> dict:

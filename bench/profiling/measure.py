@@ -46,3 +46,39 @@ def time_in_rounds(
         interval = stats.median_interval(values)
         result[name] = Timed(stats.median(values), *(interval or (None, None)), len(values), calls[name])
     return result
+
+
+def time_returning(
+    functions: dict[str, Callable[[], object]], block: Callable[[object], None], *, windows: int, min_window_s: float
+) -> dict[str, Timed]:
+    """`time_in_rounds` for engines whose calls return before their work is done (TensorFlow's outputs,
+    JAX's asynchronous dispatch): the last call's result is kept, and synchronising blocks on it."""
+    last: dict = {}
+
+    def keep(function):
+        def call():
+            last["value"] = function()
+
+        return call
+
+    def sync():
+        if "value" in last:
+            block(last["value"])
+
+    return time_in_rounds({name: keep(f) for name, f in functions.items()}, sync, windows=windows,
+                          min_window_s=min_window_s)  # fmt: skip
+
+
+def profile_result(
+    engine: str, layout: str, timed: dict[str, Timed], stages: list[str], saved: dict | None = None
+) -> dict:
+    """One engine's part of a profile, as its worker returns it."""
+    from dataclasses import asdict
+
+    return {
+        "engine": engine,
+        "layout": layout,
+        "timings": {name: asdict(t) for name, t in timed.items()},
+        "saved_activation_bytes": saved or {},
+        "stages": stages,
+    }

@@ -227,8 +227,10 @@ def _split_section(results) -> list[str]:
 
 def _category_section(results) -> list[str]:
     with_ops = [r for r in results if r.get("categories")]
+    missing = [f"- {r['engine']}: no categories ({r['categories_unavailable']})" for r in results
+               if r.get("categories_unavailable")]  # fmt: skip
     if not with_ops:
-        return []
+        return (["## Operator categories", "", *missing, ""]) if missing else []
     headers = ["category"] + [f"{r['engine']} ms/step" for r in with_ops] + [f"{r['engine']} share" for r in with_ops]
     totals = [sum(r["categories"].values()) for r in with_ops]
     rows = []
@@ -242,13 +244,15 @@ def _category_section(results) -> list[str]:
         "## Operator categories",
         "",
         "Self time of every operator per step, from each framework's own profiler (torch.profiler; TensorFlow's "
-        "profiler read with xprof's framework_op_stats), over "
+        "and JAX's profilers read with xprof's framework_op_stats), over "
         f"{with_ops[0].get('profiled_steps')} steps of the stage-by-stage model, mapped to one vocabulary by "
         "`bench/profiling/categories.py`. Profiler overhead makes these totals larger than the timed steps; "
         "compare shares.",
         "",
         tabulate(rows, headers, tablefmt="github"),
         "",
+        *missing,
+        *([""] if missing else []),
     ]
 
 
@@ -289,7 +293,8 @@ def _trace_section(results, out: Path) -> list[str]:
             lines.append("- PyTorch: `torch_trace.json` (Chrome trace JSON; open it at https://ui.perfetto.dev or "
                          "chrome://tracing; stages labelled `stage NAME`)")  # fmt: skip
         elif result.get("trace"):
-            lines.append(f"- TensorFlow: from this folder, `xprof server --logdir {result['trace']} --port 6006` (or "
+            who = "Keras on JAX (jax.profiler)" if result["engine"] == "keras-jax" else "TensorFlow"
+            lines.append(f"- {who}: from this folder, `xprof server --logdir {result['trace']} --port 6006` (or "
                          f"`tensorboard --logdir {result['trace']}`, Profile tab; ops scoped `stage_NAME/...`)")  # fmt: skip
     return (["## Traces", ""] + lines + [""]) if lines else []
 

@@ -10,7 +10,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROFILED_ENGINES = ("torch", "keras-tensorflow")  # keras-jax: not profiled yet (no per-stage jitted timing)
+PROFILED_ENGINES = ("torch", "keras-tensorflow", "keras-jax")  # keras-jax: opt-in on a CPU (slow convolutions)
+GRADIENT_FLOW_ENGINES = PROFILED_ENGINES
 
 
 @dataclass(frozen=True)

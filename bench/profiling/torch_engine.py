@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from implementations.torch_models import torch_from_layers
 from ..backends.torch_backend import LEARNING_RATE
 from .categories import CATEGORIES, torch_category
 from .gradients import gradient_flow as _gradient_flow
-from .measure import time_in_rounds
+from .measure import profile_result, time_in_rounds
 
 PROFILED_STEPS = 3  # steps under torch.profiler (after a warm one): categories are their mean
 
@@ -139,13 +138,7 @@ def profile(request: dict) -> dict:
         functions["whole/optimizer"] = apart.step
 
     timed = time_in_rounds(functions, sync, windows=request["windows"], min_window_s=request["min_window_s"])
-    result = {
-        "engine": "torch",
-        "layout": layout,
-        "timings": {name: asdict(t) for name, t in timed.items()},
-        "saved_activation_bytes": saved,
-        "stages": [name for name, _ in stages],
-    }
+    result = profile_result("torch", layout, timed, [name for name, _ in stages], saved)
     if request["ops"] or request["trace"]:
         result.update(_operator_profile(stages, labels, train, autocast, images, sync, request))
     return result

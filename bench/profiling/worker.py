@@ -26,8 +26,12 @@ def main() -> int:
         from . import torch_engine as module
     elif engine == "keras-tensorflow":
         from . import keras_engine as module
+    elif engine == "keras-jax":
+        from . import jax_engine as module
     else:
         raise SystemExit(f"{engine}: no profiling support")
+    if not hasattr(module, task):
+        raise SystemExit(f"{engine}: no {task.replace('_', '-')} support")
     result = getattr(module, task)(request)
     result["env"] = env
     Path(result_path).write_text(json.dumps(result))
