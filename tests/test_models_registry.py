@@ -21,7 +21,9 @@ def test_registry_lists_every_required_model():
 
 
 def test_list_models_natural_order_and_glob():
-    assert list_models("resnet1*") == ["resnet18", "resnet101", "resnet152", "resnet110_cifar", "resnet1202_cifar"]
+    assert list_models("resnet1*") == [
+        "resnet18", "resnet101", "resnet152", "resnet110_cifar", "resnet1202_cifar", "resnet110_cifar_nobn",
+    ]  # fmt: skip
     assert list_models("vgg1?_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 
 
