@@ -202,7 +202,16 @@ def _build_registry() -> dict[str, ModelSpec]:
 
 
 REGISTRY: dict[str, ModelSpec] = _build_registry()
-FAMILY_ORDER = ("vgg", "vgg_bn", "vgg_5x5", "resnet", "resnet_cifar", "plain_cifar", "resnet_cifar_nobn", "plain_cifar_nobn")
+FAMILY_ORDER = (
+    "vgg",
+    "vgg_bn",
+    "vgg_5x5",
+    "resnet",
+    "resnet_cifar",
+    "plain_cifar",
+    "resnet_cifar_nobn",
+    "plain_cifar_nobn",
+)
 _CIFAR_NAME = re.compile(r"^(resnet|plain)(\d+)_cifar(_nobn)?$")
 
 
