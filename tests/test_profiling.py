@@ -211,7 +211,7 @@ def test_gradient_flow_end_to_end_on_the_smallest_depth(tmp_path):
     text = (out / "gradient_flow.md").read_text()
     for name in ("plain8_cifar", "resnet8_cifar", "plain8_cifar_nobn", "resnet8_cifar_nobn"):
         assert f"| {name} " in text
-    assert "**plain, with BN**" in text and "He et al." in text and "The engines agree" in text
+    assert "**plain, with BN**" in text and "He et al." in text and "keras-tensorflow agrees with torch" in text
     rows = (out / "gradient_flow.csv").read_text().splitlines()
     layers = sum(1 for layer in lower(get_spec("resnet8_cifar")) if layer.op in (CONV, LINEAR))
     assert len(rows) == 1 + 2 * 4 * 2 * layers  # engines x networks x steps (init + 1) x layers

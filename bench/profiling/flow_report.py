@@ -84,14 +84,14 @@ def write_flow_report(data: dict, out: Path) -> Path:
         tabulate(rows, headers, tablefmt="github"),
         "",
     ]
-    if agreement:
-        ordered = sorted(agreement.values())
-        worst = max(agreement, key=agreement.get)
+    for engine, per_network in agreement.items():
+        ordered = sorted(per_network.values())
+        worst = max(per_network, key=per_network.get)
         lines += [
-            f"The engines agree at initialisation: the largest relative difference of a layer's gradient norm between "
-            f"{results[0]['engine']} and {results[1]['engine']} is at most {ordered[len(ordered) // 2]:.2g} in half of "
-            f"the {len(ordered)} networks; the worst, {agreement[worst]:.2g}, is {worst}'s (float32 rounding, amplified "
-            "where the gradient grows or shrinks by orders of magnitude through the depth).",
+            f"{engine} agrees with {results[0]['engine']} at initialisation: the largest relative difference of a "
+            f"layer's gradient norm is at most {ordered[len(ordered) // 2]:.2g} in half of the {len(ordered)} networks; "
+            f"the worst, {per_network[worst]:.2g}, is {worst}'s (float32 rounding, amplified where the gradient grows "
+            "or shrinks by orders of magnitude through the depth).",
             "",
         ]
     lines += ["## What the tutorial says, and what was measured", "", f"- Claim, {TUTORIAL}.", f"- {HE_ET_AL}.", ""]
@@ -108,16 +108,17 @@ def write_flow_report(data: dict, out: Path) -> Path:
     return path
 
 
-def _agreement(results, models) -> dict[str, float]:
-    """Per network: the largest relative difference of any layer's gradient norm at initialisation between the
-    first two engines (finite norms only)."""
-    if len(results) < 2:
-        return {}
-    worst = {}
-    for name in models:
-        a, b = results[0]["models"][name]["norms"][0], results[1]["models"][name]["norms"][0]
-        worst[name] = max((abs(x - y) / abs(x) for x, y in zip(a, b) if x == x and y == y and x), default=0.0)
-    return worst
+def _agreement(results, models) -> dict[str, dict[str, float]]:
+    """Per other engine, per network: the largest relative difference of any layer's gradient norm at
+    initialisation from the first engine's (finite norms only)."""
+    agreement = {}
+    for other in results[1:]:
+        worst = {}
+        for name in models:
+            a, b = results[0]["models"][name]["norms"][0], other["models"][name]["norms"][0]
+            worst[name] = max((abs(x - y) / abs(x) for x, y in zip(a, b) if x == x and y == y and x), default=0.0)
+        agreement[other["engine"]] = worst
+    return agreement
 
 
 def _ratio_text(ratio: float) -> str:
