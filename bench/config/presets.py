@@ -28,8 +28,8 @@ PRESETS: dict[str, dict] = {
         min_window_s=0.5,
     ),
     # The default on a GPU: every ImageNet depth of both families at 224 px, batch 256, bf16, train and infer,
-    # every engine. Bounded: its PyTorch part is estimated at 5 min 16 s on an H200 from the committed H200
-    # records (tests/test_estimate.py); adding fp32 (+4 min) or ResNet-50 compiled (+1.7 min) would not fit
+    # every engine. Bounded: its PyTorch part is estimated at 5 min 28 s on an H200 from the committed H200
+    # records (tests/test_estimate.py); adding fp32 (+4 min) or ResNet-50 compiled (+1.8 min) would not fit
     # 6 minutes, so those are `gpu-resnet50`. The Keras engines have no GPU record yet: no estimate.
     "gpu-default": dict(
         frameworks=["torch", "keras-tensorflow", "keras-jax"],
