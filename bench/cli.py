@@ -472,13 +472,26 @@ def _engines(text: str, supported: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(engines)
 
 
+def _new_folder(given: str | None, marker: str, what: str, kind: str, label: str) -> Path:
+    """The folder a study writes: --out, refused if it already holds one (its `marker` file) or cannot be
+    written; else a new time-stamped folder under results/KIND/."""
+    from .records import RunStore
+
+    if given is None:
+        return RunStore.create(RESULTS_DIR.parent / kind, label).path
+    out = Path(given)
+    if (out / marker).exists():
+        raise UsageError(f"{out} already holds {what}; give another --out")
+    check_output_dir(out)
+    return out
+
+
 def cmd_profile(args) -> int:
     from implementations import get_spec
     from implementations.specs import ModelNotFoundError, check_image_size
 
     from .config.options import resolve_device
     from .profiling.run import PROFILED_ENGINES, ProfileRequest, profile
-    from .records import RunStore
 
     try:
         spec = get_spec(args.model)
@@ -507,13 +520,7 @@ def cmd_profile(args) -> int:
         image_size=size, precision=args.precision, device=device, stages=True, ops=everything or args.ops,
         trace=everything or args.trace, windows=args.windows, min_window_s=args.min_window_s,
     )  # fmt: skip
-    if args.out:
-        out = Path(args.out)
-        if (out / "profile.json").exists():
-            raise UsageError(f"{out} already holds a profile; give another --out")
-        check_output_dir(out)
-    else:
-        out = RunStore.create(RESULTS_DIR.parent / "profiles", f"{spec.name}-{args.mode}-{size}px").path
+    out = _new_folder(args.out, "profile.json", "a profile", "profiles", f"{spec.name}-{args.mode}-{size}px")
     path = profile(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
     print(path.read_text())
     print(f"profile: {path}")
@@ -524,7 +531,6 @@ def cmd_gradient_flow(args) -> int:
     from implementations.specs import cifar_spec
 
     from .profiling.run import GRADIENT_FLOW_ENGINES, GradientFlowRequest, gradient_flow, study_models
-    from .records import RunStore
 
     try:
         depths = tuple(int(d) for d in args.depths.split(","))
@@ -540,13 +546,7 @@ def cmd_gradient_flow(args) -> int:
         models=study_models(depths), engines=_engines(args.frameworks, GRADIENT_FLOW_ENGINES),
         batch_size=args.batch_size, steps=args.steps,
     )  # fmt: skip
-    if args.out:
-        out = Path(args.out)
-        if (out / "gradient_flow.json").exists():
-            raise UsageError(f"{out} already holds a gradient-flow study; give another --out")
-        check_output_dir(out)
-    else:
-        out = RunStore.create(RESULTS_DIR.parent / "gradient-flow", "cifar").path
+    out = _new_folder(args.out, "gradient_flow.json", "a gradient-flow study", "gradient-flow", "cifar")
     path = gradient_flow(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
     print(path.read_text())
     print(f"gradient flow: {path}")
@@ -572,7 +572,7 @@ def cmd_scale(args) -> int:
     from implementations import get_spec
     from implementations.specs import ModelNotFoundError, check_image_size
 
-    from .records import RunStore, host_env
+    from .records import host_env
     from .scaleout.scaling import STRATEGIES, ScaleRequest, run_scaling
     from .scaleout.scaling_report import write_scaling_report
 
@@ -604,10 +604,7 @@ def cmd_scale(args) -> int:
         device=args.device, windows=args.windows, min_window_s=args.min_window_s, timeout_s=args.timeout,
         kill_rank=args.kill_rank, hang_rank=args.hang_rank,
     )  # fmt: skip
-    out = Path(args.out) if args.out else RunStore.create(RESULTS_DIR.parent / "scaling", args.device).path
-    if (out / "scaling.jsonl").exists():
-        raise UsageError(f"{out} already holds a scaling run; give another --out")
-    check_output_dir(out)
+    out = _new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", args.device)
     out.mkdir(parents=True, exist_ok=True)
     env = host_env()
     (out / "env.json").write_text(json.dumps(env, indent=2))

@@ -157,9 +157,10 @@ def _cost_source(config: Config, own: list[Record]) -> tuple[float, Record, floa
     family = _family(config.model)
 
     def rank(model: str) -> tuple:
+        """The model itself first where its records reach the batch (measured or bracketed); then the nearest
+        batch, the same family, the nearest FLOPs."""
         _, _, distance = _step_at(by_model[model], config.batch_size)
-        other = model != config.model
-        return (distance > 1 if not other else True, distance, _family(model) != family,
+        return (model != config.model or distance > 1, distance, _family(model) != family,
                 abs(math.log(flops / flops_per_image_of(by_model[model][0].config))))  # fmt: skip
 
     model = min(by_model, key=rank)
@@ -168,7 +169,7 @@ def _cost_source(config: Config, own: list[Record]) -> tuple[float, Record, floa
     # A first step is mostly fixed cost (allocation, autotuning, compiling): it grows with a larger model's
     # FLOPs, not with the batch.
     first = (record.first_step_s or 0.0) * (max(1.0, ratio) if config.compile == "off" else 1.0)
-    exact = model == config.model and distance == 0 and record.batch_size == config.batch_size
+    exact = model == config.model and distance == 0  # distance 0: this very batch was measured
     return step_s * ratio, record, first, exact
 
 

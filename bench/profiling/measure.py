@@ -8,7 +8,7 @@ times, with the distribution-free 95% interval of that median (stats.median_inte
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .. import stats, timing
 
@@ -73,8 +73,6 @@ def profile_result(
     engine: str, layout: str, timed: dict[str, Timed], stages: list[str], saved: dict | None = None
 ) -> dict:
     """One engine's part of a profile, as its worker returns it."""
-    from dataclasses import asdict
-
     return {
         "engine": engine,
         "layout": layout,

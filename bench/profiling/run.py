@@ -60,21 +60,29 @@ def run_engine(engine: str, task: str, request: dict, out: Path, timeout_s: floa
         return json.loads(result_path.read_text())
 
 
-def profile(request: ProfileRequest, out: Path, timeout_s: float = 900.0, say=print) -> Path:
-    """Profile every engine of `request` into `out`; returns the report's path."""
+def _each_engine(task: str, what: str, request, out: Path, timeout_s: float, say) -> dict:
+    """Run `task` in every engine's worker, one after another; the study's JSON (request, host, results),
+    written to out/TASK.json. A failed engine is a result with its error, and the others go on."""
     from ..records import host_env
-    from .report import write_profile_report
 
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for engine in request.engines:
-        say(f"profiling {request.model} in {engine} ...")
-        result = run_engine(engine, "profile", asdict(request), out, timeout_s)
+        say(f"{what} in {engine} ...")
+        result = run_engine(engine, task, asdict(request), out, timeout_s)
         if "error" in result:
             say(f"  {engine}: {result['error']}")
         results.append(result)
     data = {"request": asdict(request), "env": host_env(), "results": results}
-    (out / "profile.json").write_text(json.dumps(data, indent=1))
+    (out / f"{task}.json").write_text(json.dumps(data, indent=1))
+    return data
+
+
+def profile(request: ProfileRequest, out: Path, timeout_s: float = 900.0, say=print) -> Path:
+    """Profile every engine of `request` into `out`; returns the report's path."""
+    from .report import write_profile_report
+
+    data = _each_engine("profile", f"profiling {request.model}", request, out, timeout_s, say)
     return write_profile_report(data, out)
 
 
@@ -98,17 +106,9 @@ def study_models(depths: tuple[int, ...]) -> tuple[str, ...]:
 
 
 def gradient_flow(request: GradientFlowRequest, out: Path, timeout_s: float = 1800.0, say=print) -> Path:
-    from ..records import host_env
     from .flow_report import write_flow_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for engine in request.engines:
-        say(f"gradient flow of {len(request.models)} networks in {engine} ...")
-        result = run_engine(engine, "gradient_flow", asdict(request), out, timeout_s)
-        if "error" in result:
-            say(f"  {engine}: {result['error']}")
-        results.append(result)
-    data = {"request": asdict(request), "env": host_env(), "results": results}
-    (out / "gradient_flow.json").write_text(json.dumps(data, indent=1))
+    data = _each_engine(
+        "gradient_flow", f"gradient flow of {len(request.models)} networks", request, out, timeout_s, say
+    )
     return write_flow_report(data, out)

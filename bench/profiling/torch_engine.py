@@ -58,18 +58,15 @@ def profile(request: dict) -> dict:
     for _, stage in stages:
         stage.train(train)
 
-    # Each stage's real input: the previous stage's output on the same images.
-    inputs, x = [], images
+    # Each stage's real input: the previous stage's output on the same images; when training, a random
+    # gradient of each stage's output shape stands for what the next stages send back (the head has its loss).
+    inputs, upstream, x = [], [None] * len(stages), images
     with torch.no_grad(), autocast:
-        for _, stage in stages:
+        for index, (_, stage) in enumerate(stages):
             inputs.append(x.detach())
             x = stage(x)
-    upstream = [None] * len(stages)
-    if train:
-        with torch.no_grad(), autocast:
-            for index, (_, stage) in enumerate(stages[:-1]):
-                out = stage(inputs[index])
-                upstream[index] = torch.randn(out.shape, generator=generator).to(device, out.dtype)
+            if train and index < len(stages) - 1:
+                upstream[index] = torch.randn(x.shape, generator=generator).to(device, x.dtype)
 
     functions, saved = {}, {}
     head = len(stages) - 1

@@ -134,8 +134,7 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
     threads = request.threads_per_replica()
     # --nodes is TensorFlow's multi-worker strategy (one process per worker); PyTorch's ranks run on this host.
     nodes = request.nodes if replicas > 1 and engine == "keras-tensorflow" else 1
-    strategy = STRATEGIES[engine] if nodes == 1 else {"torch": "DistributedDataParallel",
-                                                       "keras-tensorflow": "MultiWorkerMirroredStrategy"}[engine]  # fmt: skip
+    strategy = STRATEGIES[engine] if nodes == 1 else "MultiWorkerMirroredStrategy"
     base = ScaleRecord(
         engine=engine, model=model, replicas=replicas, nodes=nodes, batch_per_replica=request.batch_per_replica,
         global_batch=replicas * request.batch_per_replica, image_size=request.image_size, device=request.device,
@@ -172,8 +171,7 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
                          {**_env(), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
                         for i in range(nodes)]  # fmt: skip
         codes, timed_out = _run(commands, log, request.timeout_s)
-        ranks = nodes if engine == "keras-tensorflow" and nodes > 1 else replicas
-        ranks = ranks if engine == "torch" or nodes > 1 else 1
+        ranks = replicas if engine == "torch" else nodes  # MirroredStrategy: one process for every replica
         unfinished = tuple(r for r in range(ranks) if not (status_dir / f"rank-{r}.done").exists())
         if timed_out or unfinished or any(code != 0 for code in codes):
             status = "timeout" if timed_out else "error"
