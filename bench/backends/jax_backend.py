@@ -28,6 +28,8 @@ jax = require("keras-jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .keras_recipe import loss_function, make_optimizer  # noqa: E402
+
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -186,12 +188,10 @@ class JaxBackend:
                     variable.assign(jax.numpy.array(value, copy=True))  # the state's buffers are donated next step
 
         if config.mode == "train":
-            optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-            if config.precision == "fp16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
             optimizer.build(model.trainable_variables)
             loss_dtype = "float64" if model.dtype_policy.compute_dtype == "float64" else "float32"
-            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=loss_dtype)
+            loss_fn = loss_function(loss_dtype)
 
             def loss_and_state(trainable, non_trainable, x, y):
                 logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)

@@ -23,6 +23,8 @@ from . import Prepared, StepHook  # noqa: E402
 tf = require("keras-tensorflow", torch_first=False)  # this worker never loads torch, so never triton
 import keras  # noqa: E402
 
+from .keras_recipe import loss_function, make_optimizer  # noqa: E402
+
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -119,12 +121,10 @@ class TensorFlowBackend:
         model = entry["model"]
         jit = True if config.compile == "on" else None  # None: TensorFlow's default execution, no XLA
         if config.mode == "train":
-            optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-            if config.precision == "fp16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
             # Keras losses compute in floatx() (float32) unless told: follow a float64 model (the test hook).
             loss_dtype = "float64" if model.dtype_policy.compute_dtype == "float64" else "float32"
-            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=loss_dtype)
+            loss_fn = loss_function(loss_dtype)
 
             @tf.function(jit_compile=jit)
             def device_step(x, y):

@@ -18,18 +18,23 @@ from implementations import build, count_params
 from ..config import Config, Settings
 from ..monitors import is_allocation_failure
 from . import Prepared, StepHook
+from .recipe import MOMENTUM, learning_rate
 
 _FORMATS = {"channels_last": torch.channels_last, "channels_first": torch.contiguous_format}
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _HALF = set(_DTYPES.values())
-# Keras keeps the learning rate in a float32 variable (0.01 becomes 0.009999999776): the same number
-# here, so both frameworks take the same step (three float64 momentum steps of ResNet-50 at batch 4
-# amplified the 2e-8 difference to 3e-2 in a weight update).
-LEARNING_RATE = float(
-    torch.tensor(0.01, dtype=torch.float32)
-)  # logits the loss takes in float32 (never a downcast of float64)
+
+
+def make_optimizer(parameters, scale: float = 1.0) -> torch.optim.Optimizer:
+    """The recipe's SGD with momentum (recipe.py) over `parameters`."""
+    return torch.optim.SGD(parameters, lr=learning_rate(scale), momentum=MOMENTUM)
+
+
+def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The recipe's cross-entropy; half-precision logits are taken in float32 (never a downcast of float64)."""
+    return F.cross_entropy(logits.float() if logits.dtype in _HALF else logits, labels)
 
 
 def _no_sync() -> None:
@@ -167,7 +172,7 @@ class TorchBackend:
         optimizer = None
         if config.mode == "train":
             model.train()
-            optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
+            optimizer = make_optimizer(model.parameters())
             scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
 
             def step():
@@ -176,7 +181,7 @@ class TorchBackend:
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
                     logits = runnable(inputs[i])
-                    loss = F.cross_entropy(logits.float() if logits.dtype in _HALF else logits, labels[i])
+                    loss = loss_of(logits, labels[i])
                 if scaler is None:
                     loss.backward()
                     optimizer.step()

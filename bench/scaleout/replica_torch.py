@@ -28,13 +28,17 @@ def main() -> int:
     (status_dir / f"rank-{rank}.started").write_text(str(os.getpid()))
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel
 
-    from bench.backends.torch_backend import LEARNING_RATE
+    from bench.backends.torch_backend import TorchBackend, loss_of, make_optimizer
+    from bench.config import Settings
     from implementations import build
 
-    torch.set_num_threads(request["threads_per_replica"])
+    # The backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in every other
+    # PyTorch path: without it a rank trained subnormal gradients many times slower.
+    process_env = TorchBackend().setup_process(
+        Settings(threads=request["threads_per_replica"], tf32=request.get("tf32", True))
+    )
     cuda = request["device"] == "cuda"
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend)
@@ -46,7 +50,7 @@ def main() -> int:
     torch.manual_seed(request["seed"])
     model = build(request["model"], "torch", image_size=request["image_size"], dropout=0.0).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE, momentum=0.9)
+    optimizer = make_optimizer(ddp.parameters())
     generator = torch.Generator().manual_seed(request["seed"] + rank)
     batch, size = request["batch_size"], request["image_size"]
     images = torch.randn(batch, 3, size, size, generator=generator).to(device)
@@ -54,13 +58,13 @@ def main() -> int:
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(ddp(images), labels).backward()
+        loss_of(ddp(images), labels).backward()
         optimizer.step()
 
     def local_step():
         optimizer.zero_grad(set_to_none=True)
         with ddp.no_sync():
-            F.cross_entropy(ddp(images), labels).backward()
+            loss_of(ddp(images), labels).backward()
         optimizer.step()
 
     def sync():
@@ -104,7 +108,7 @@ def main() -> int:
             "first_step_s": first, "steps_per_window": steps, "full_window_s": full, "local_window_s": local,
             "peak_memory_bytes_per_replica": peaks, "collective": backend, "world_size": world,
             "memory_source": "max_memory_allocated" if cuda else "peak RSS of each rank's process",
-            "torch_version": torch.__version__,
+            "torch_version": torch.__version__, "process_env": process_env,
         }))  # fmt: skip
     dist.barrier()
     dist.destroy_process_group()
