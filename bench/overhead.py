@@ -185,7 +185,7 @@ def worker(framework: str) -> dict:
     from .monitors import ProcessMemory
     from .session import Session
     from .stats import median, paired_ratio
-    from .timing import window
+    from .timing import alternating, window
 
     settings = Settings(warmup_steps=3, windows=PAIRS, min_window_s=MIN_WINDOW_S)
     backend = get_backend(framework)
@@ -210,15 +210,14 @@ def worker(framework: str) -> dict:
             session.prepare()
             bare_layout, bare, bare_trial = _best_bare_loop(factory, model_name, image_size, mode, layouts)
             harness_rates, bare_rates = [], []
-            for pair in range(PAIRS):
-                # Alternate which goes first, so a drift within a pair favours neither.
-                for which in ("harness", "bare") if pair % 2 == 0 else ("bare", "harness"):
-                    if which == "harness":
-                        result = session.window()
-                        harness_rates.append(result["steps"] * BATCH / result["seconds"])
-                    else:
-                        steps = session.steps_per_window
-                        bare_rates.append(steps * BATCH / bare(steps))
+            # Alternate which goes first, so a drift within a pair favours neither.
+            for _, which in alternating(("harness", "bare"), PAIRS):
+                if which == "harness":
+                    result = session.window()
+                    harness_rates.append(result["steps"] * BATCH / result["seconds"])
+                else:
+                    steps = session.steps_per_window
+                    bare_rates.append(steps * BATCH / bare(steps))
             ratio = paired_ratio(bare_rates, harness_rates)
             layout = session.prepared.layout
             session.finish()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from implementations import is_installed
 
+from . import timing
 from .config import Config, Plan, Settings
 from .records import RETRYABLE, Record, RunStore, current_records, make_record, read_results
 
@@ -247,12 +248,11 @@ class Runner:
                 windows = max(windows, reply["prepared"].get("windows", windows))  # paired engines: the same count
         # One untimed pair first: preparing an engine (TensorFlow's above all) left the machine unsettled
         # for about a second, and the first timed PyTorch window of VGG-11 training ran 3x slow.
-        for window_index in range(-1, windows):
-            for config in active if window_index % 2 == 0 else active[::-1]:
-                if config not in records:
-                    reply = self._ask(config, {"cmd": "window", "id": ids[config], "discard": window_index < 0})
-                    if "record" in reply:
-                        records[config] = reply["record"]
+        for window_index, config in timing.alternating(active, windows, first=-1):
+            if config not in records:
+                reply = self._ask(config, {"cmd": "window", "id": ids[config], "discard": window_index < 0})
+                if "record" in reply:
+                    records[config] = reply["record"]
         cell = {"cell_id": cell_id, "pairing": "interleaved" if len(active) > 1 else "alone"}
         for config in active:
             if config not in records:

@@ -16,8 +16,8 @@ from .monitors import NvmlSampler, ProcessMemory, peak_flops
 from .records import Record, make_record
 
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
-LAYOUT_TRIAL_ROUNDS = 3
-LAYOUT_MARGIN = 0.05  # a layout is chosen as faster only beyond this and in every trial round
+LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
+LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -105,9 +105,11 @@ class Session:
         }
 
     def _layout_trial(self, first_layout_step_s: float) -> dict:
-        """PyTorch's two memory formats, each warmed up, then timed in alternating windows. The faster is
-        chosen when it wins every round by more than LAYOUT_MARGIN; otherwise the default format
-        (channels_first, PyTorch's own), so a difference inside the noise cannot flip between reruns."""
+        """PyTorch's two memory formats, each warmed up, then timed in LAYOUT_TRIAL_ROUNDS alternating windows.
+        The cell is measured in the format whose median trial rate is higher: no format is the default winner
+        of a noisy trial, so the chosen one is never slower than the other by the trial's own medians. The
+        paired ratio (NHWC over NCHW) and its 95% interval, the statistic of the cells, say whether the
+        difference was beyond the noise; either way the faster median is kept."""
         prepared, settings, batch = self.prepared, self.settings, self.config.batch_size
         first, second = LAYOUTS_TRIED
         prepared.set_layout(second)
@@ -117,27 +119,32 @@ class Session:
             min(first_layout_step_s, warm.step_estimate_s), settings.min_window_s / 4, settings.max_window_steps
         )
         rates: dict[str, list[float]] = {first: [], second: []}
-        for round_index in range(LAYOUT_TRIAL_ROUNDS):
-            for layout in (second, first) if round_index % 2 == 0 else (first, second):
-                prepared.set_layout(layout)
-                rates[layout].append(steps * batch / timing.window(prepared.step, prepared.sync, steps, False).seconds)
-        ratios = [b / a for a, b in zip(rates[first], rates[second])]
-        faster = second if stats.median(ratios) > 1 else first
-        decided = all((r > 1 + LAYOUT_MARGIN) for r in ratios) or all((r < 1 - LAYOUT_MARGIN) for r in ratios)
-        chosen = faster if decided else first
+        layout = second
+        for _, layout in timing.alternating((second, first), LAYOUT_TRIAL_ROUNDS):
+            prepared.set_layout(layout)
+            rates[layout].append(steps * batch / timing.window(prepared.step, prepared.sync, steps, False).seconds)
+        ratio = stats.paired_ratio(rates[first], rates[second], margin=LAYOUT_MARGIN)
+        medians = {name: stats.median(values) for name, values in rates.items()}
+        chosen = second if medians[second] > medians[first] else first
         if chosen != layout:  # the last trial window ran the other format, already warm from the trial
             prepared.set_layout(chosen)
             timing.timed_step(prepared.step, prepared.sync)  # the cell's settling windows follow
         return {
-            f"{first}_img_s": stats.median(rates[first]),
-            f"{second}_img_s": stats.median(rates[second]),
-            "round_ratios": ratios,
-            "decided": decided,
+            f"{first}_img_s": medians[first],
+            f"{second}_img_s": medians[second],
+            "round_ratios": [b / a for a, b in zip(rates[first], rates[second])],
+            "rounds": LAYOUT_TRIAL_ROUNDS,
+            "steps_per_window": steps,
+            f"{second}_over_{first}": ratio.ratio,
+            "ratio_low": ratio.low,
+            "ratio_high": ratio.high,
+            "decided": ratio.decided,
+            "verdict": f"{second} {ratio.words()}",
             "rule": (
-                f"the faster format if it wins all {LAYOUT_TRIAL_ROUNDS} alternating rounds by more than "
-                f"{LAYOUT_MARGIN:.0%}, else {first}"
+                f"the format with the higher median over {LAYOUT_TRIAL_ROUNDS} alternating rounds; the paired ratio's "
+                f"95% interval says whether the difference is beyond the {LAYOUT_MARGIN:.0%} margin"
             ),
-            "step_estimate_s": batch / stats.median(rates[chosen]),
+            "step_estimate_s": batch / medians[chosen],
         }
 
     def window(self, discard: bool = False) -> dict:

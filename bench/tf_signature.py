@@ -26,6 +26,7 @@ def compare(model_name: str, size: int, mode: str) -> str:
 
     from .backends.keras_recipe import loss_function, make_optimizer
     from .stats import paired_ratio
+    from .timing import alternating
 
     model = build(model_name, "keras-tensorflow", image_size=size)
     optimizer = make_optimizer()
@@ -57,10 +58,8 @@ def compare(model_name: str, size: int, mode: str) -> str:
         run(step, 5)
     steps = max(1, int(MIN_WINDOW_S / (run(static, 2) / 2)))
     static_rates, polymorphic_rates = [], []
-    for pair in range(PAIRS):
-        order = [(static, static_rates), (polymorphic, polymorphic_rates)]
-        for step, rates in order if pair % 2 == 0 else order[::-1]:
-            rates.append(steps * BATCH / run(step, steps))
+    for _, (step, rates) in alternating([(static, static_rates), (polymorphic, polymorphic_rates)], PAIRS):
+        rates.append(steps * BATCH / run(step, steps))
     return paired_ratio(static_rates, polymorphic_rates).words()
 
 

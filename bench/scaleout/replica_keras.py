@@ -31,6 +31,7 @@ def main() -> int:
 
     from bench.backends.tf_backend import TensorFlowBackend
     from bench.config import Settings
+    from bench.timing import alternating
 
     # The backend's own process set-up (thread pools, memory growth, TF32), as in every other TensorFlow path.
     process_env = TensorFlowBackend().setup_process(
@@ -123,13 +124,11 @@ def main() -> int:
     agreed = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(lambda: tf.constant(float(steps))), axis=None)
     steps = max(1, round(float(agreed)))
     full, local_times = [], []
-    for index in range(request["windows"]):
-        order = ("full", "local") if index % 2 == 0 else ("local", "full")
-        for name in order:
-            if name == "full":
-                full.append(window(step, steps, inputs))
-            else:
-                local_times.append(window(local, steps, inputs) + window(optimizer_only, steps))
+    for _, name in alternating(("full", "local"), request["windows"]):
+        if name == "full":
+            full.append(window(step, steps, inputs))
+        else:
+            local_times.append(window(local, steps, inputs) + window(optimizer_only, steps))
     strategy.reduce(
         tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1)), axis=None
     )  # no worker leaves mid-collective

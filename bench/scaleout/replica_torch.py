@@ -32,6 +32,7 @@ def main() -> int:
 
     from bench.backends.torch_backend import TorchBackend, loss_of, make_optimizer
     from bench.config import Settings
+    from bench.timing import alternating
     from implementations import build
 
     # The backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in every other
@@ -92,12 +93,11 @@ def main() -> int:
     probe = window(step, 2) / 2
     steps = max(1, int(request["min_window_s"] / max(probe, 1e-6)) + 1)
     full, local = [], []
-    for index in range(request["windows"]):
-        for name in ("full", "local") if index % 2 == 0 else ("local", "full"):
-            if name == "full":
-                full.append(window(step, steps))
-            else:
-                local.append(window(local_step, steps))
+    for _, name in alternating(("full", "local"), request["windows"]):
+        if name == "full":
+            full.append(window(step, steps))
+        else:
+            local.append(window(local_step, steps))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if cuda:
         peak = torch.cuda.max_memory_allocated(device)
