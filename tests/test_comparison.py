@@ -248,10 +248,15 @@ def test_two_runs_are_checked_for_contradictions_agreement_and_decided_cells():
     )
     result = ratio_consistency(run_a, run_b)
     assert result.cells == 2 and result.agreeing == 1 and result.decided == (2, 2)
-    assert len(result.contradictions) == 1 and "b=8" in result.contradictions[0]
+    assert len(result.opposed) == 1 and "b=8" in result.opposed[0]
     same = ratio_consistency(run_a, paired_records("resnet20_cifar", 2, base, noisy, "c1"))
-    assert same.contradictions == [] and same.decided == (2, 0)
-    assert "contradictions (faster beyond the interval in one run" in render_consistency(result)
+    assert same.opposed == [] and same.decided == (2, 0)
+    one_machine = render_consistency(result)
+    assert (
+        "contradictions (faster beyond the interval in one run" in one_machine and "  - contradiction: " in one_machine
+    )
+    two_machines = render_consistency(result, "different machines")
+    assert "contradiction" not in two_machines and "  - different machines: infer_fp32" in two_machines
 
 
 def test_a_difference_inside_the_margin_is_not_called():
