@@ -1,9 +1,16 @@
 """Report words that mean what they say: the trust line's four counts, build and first step apart, p99
 marked or withheld by its steps, and flags that name what they change, calibrated on the committed runs."""
 
+import json
+from pathlib import Path
+
+import pytest
+
 from bench import stats, tables
-from bench.report import render_markdown, trust_summary
+from bench.report import load_source, render_markdown, trust_summary
 from tests.handmade import BASE, pair, record
+
+RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 
 
 def test_the_trust_line_counts_decided_below_margin_same_and_no_interval_apart():
@@ -71,3 +78,27 @@ def test_an_uncertain_record_names_what_it_does_to_its_comparison():
     assert flag.kind == "uncertain" and flag.record.framework == "torch"
     assert "is uncertain by up to 45% (95% interval of the median: 55.0-102 img/s)" in flag.text
     assert flag.text.endswith("its comparison keras-tensorflow vs torch: not decided (same within noise [0.97-1.87])")
+
+
+DEFAULT_RUNS = sorted(
+    run for run in RUNS.glob("*") if (run / "plan.json").exists()
+    and json.loads((run / "plan.json").read_text()).get("preset") == "cpu-default"
+)  # fmt: skip
+
+
+def test_the_committed_default_runs_exist():
+    assert len(DEFAULT_RUNS) >= 3
+
+
+@pytest.mark.parametrize("run", DEFAULT_RUNS, ids=lambda p: p.name)
+def test_at_most_a_quarter_of_a_committed_default_runs_records_carry_a_flag(run):
+    loaded = load_source(run)
+    markdown, _ = render_markdown(loaded.records, loaded.env, [], loaded)
+    flags = tables.sanity_flags(loaded.records)
+    flagged = {id(f.record) for f in flags}
+    assert 4 * len(flagged) <= len(loaded.records), [f.text for f in flags]
+    assert all("; " in f.text for f in flags)  # each says what it changes after what it found
+    trust = next(line for line in markdown.splitlines() if line.startswith("**Trust**"))
+    assert f"{len(flagged)} flagged record(s) of {len(loaded.records)}" in trust
+    committed = (run / "report.md").read_text()
+    assert trust in committed, "report.md was not rendered by this version: python -m bench report " + str(run)
