@@ -109,6 +109,11 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="exit 1 if any throughput falls by more than PCT percent beyond the spread",
     )
+    compare.add_argument(
+        "--allow-other-hardware",
+        action="store_true",
+        help="let the gate judge runs whose CPU, cores, GPUs or framework versions differ (the output says which)",
+    )
     compare.add_argument("--out", help="write the comparison as Markdown to this file (default: RUN_B/compare.md)")
 
     scale = commands.add_parser("scale", help="data-parallel scaling: img/s and efficiency at 1..N replicas")
@@ -430,30 +435,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs, gate_failures, ratio_consistency, render_comparison, render_consistency
-    from .report import load_source
+    from .compare import compare_command
 
     if args.fail_on_regression is not None and not 0 <= args.fail_on_regression < float("inf"):
         raise UsageError(f"--fail-on-regression must be a non-negative percentage, got {args.fail_on_regression}")
-    baseline = load_source(Path(args.run_a)).records
-    candidate = load_source(Path(args.run_b)).records
-    rows = compare_runs(baseline, candidate)
-    text = render_comparison(rows, args.run_a, args.run_b)
-    text += "\n\n" + render_consistency(ratio_consistency(baseline, candidate))
-    print(text)
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(args.run_b) if Path(args.run_b).is_dir() else Path(args.run_b).parent) / "compare.md"
-    )
-    out.write_text(text + "\n")
-    if args.fail_on_regression is not None:
-        reasons = gate_failures(baseline, candidate, rows, args.fail_on_regression)
-        if reasons:
-            print("regression gate FAILED:\n- " + "\n- ".join(reasons), file=sys.stderr)
-            return 1
-        print(f"regression gate passed: {len(rows)} configuration(s) compared", file=sys.stderr)
-    return 0
+    return compare_command(args.run_a, args.run_b, args.fail_on_regression, args.allow_other_hardware, args.out)
 
 
 def _engines(text: str, supported: tuple[str, ...]) -> tuple[str, ...]:

@@ -16,7 +16,10 @@ from .config import Config, Plan, UsageError
 from .records import RECORD_FIELDS, Record, RecordError, current_records, read_results
 from .tables import MIB, sig3
 
-P99_SAMPLES = 50  # fewer steps than this make a p99 little more than the largest sample
+# A p99 from n steps lies between the two largest of them when n < 100: below P99_MARKED steps it is marked
+# as little more than the slowest step, below P99_WITHHELD it is withheld (the slowest of a handful of steps).
+P99_MARKED = 100
+P99_WITHHELD = 20
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ def render_markdown(
         out += _latency(chosen) + _memory(chosen) + _utilization(chosen) + _first_step(chosen) + _depth_scaling(chosen)
         out += _kernel_variants(chosen)
     flags = tables.sanity_flags(records)
-    summary = trust_summary(verdicts, flags)
+    summary = trust_summary(verdicts, flags, len(records))
     out[intro:intro] = [f"**Trust**: {summary}", ""]
     out += _comparison_method() + _failures(records, loaded) + _missing(loaded) + _flags(flags)
     console += [f"trust: {summary}"] + _top_flags(flags)
@@ -255,17 +258,32 @@ def _ok(records):
     return [r for r in records if r.status == "ok"]
 
 
-def trust_summary(verdicts: list, flags: list) -> str:
-    """One line: how many comparisons the intervals decide, how many are inside the noise, how many
-    cells a check flagged."""
-    decided = sum(1 for v in verdicts if v.decided)
-    no_interval = sum(1 for v in verdicts if v.low is None)
-    same = len(verdicts) - decided - no_interval
+def verdict_kind(ratio) -> str:
+    """Which of the trust line's four counts a ratio falls in."""
+    if ratio.low is None:
+        return "no interval"
+    if ratio.decided:
+        return "decided"
+    if ratio.low <= 1.0 <= ratio.high:
+        return "same"
+    return "below margin"
+
+
+def trust_summary(verdicts: list, flags: list, records: int | None = None) -> str:
+    """One line: how many comparisons the intervals decide, how many exclude 1 but not the margin, how
+    many hold 1, how many have no interval, and how many records a check flagged."""
+    counts = {kind: 0 for kind in ("decided", "below margin", "same", "no interval")}
+    for v in verdicts:
+        counts[verdict_kind(v)] += 1
     flagged = len({id(f.record) for f in flags})
-    text = f"{len(verdicts)} engine comparisons: {decided} decided, {same} same within noise"
-    if no_interval:
-        text += f", {no_interval} without an interval (fewer than 6 windows)"
-    return text + f"; {flagged} flagged record(s)"
+    of = f" of {records}" if records is not None else ""
+    if not verdicts:
+        return f"no engine comparison (one engine per cell); {flagged} flagged record(s){of}"
+    return (
+        f"{len(verdicts)} engine comparisons: {counts['decided']} decided, {counts['below margin']} below the "
+        f"{tables.NOISE_MARGIN:.0%} margin (not called), {counts['same']} same within noise, "
+        f"{counts['no interval']} without an interval (fewer than 6 windows); {flagged} flagged record(s){of}"
+    )
 
 
 def _top_flags(flags: list, limit: int = 5) -> list[str]:
@@ -275,11 +293,12 @@ def _top_flags(flags: list, limit: int = 5) -> list[str]:
     return lines + [f"  - {FLAG_KINDS_SHORT.get(f.kind, f.kind)}: {f.text}" for f in flags[:limit]]
 
 
-FLAG_KINDS_SHORT = {"cv": "noisy", "depth": "deeper but faster", "batch": "slower at a larger batch",
-                    "memory": "memory below bound", "warmup": "warm-up not steady"}  # fmt: skip
+FLAG_KINDS_SHORT = {"uncertain": "uncertain", "depth": "deeper but faster", "batch": "slower at a larger batch",
+                    "memory": "memory below bound"}  # fmt: skip
 
 
 def _comparison_method() -> list[str]:
+    margin = f"{tables.NOISE_MARGIN:.0%}"
     return [
         "## How engines are compared",
         "",
@@ -287,10 +306,13 @@ def _comparison_method() -> list[str]:
         "window each, the order reversed every pair. A cell's ratio is the median of the per-pair ratios (engine",
         "img/s over baseline img/s) and its 95% interval is the distribution-free interval for a median (order",
         "statistics of the pair ratios, binomial coverage; at least 6 pairs). Engines that ran one after the",
-        "other (a GPU) get the ratio of medians with the interval formed by each median's own interval. A",
-        f"difference is called only when the whole interval lies beyond {tables.NOISE_MARGIN:.0%} either way (the",
-        "run-to-run drift measured on our CPU): an interval holding 1 reads *same within noise*, one that excludes",
-        f"1 but not the {tables.NOISE_MARGIN:.0%} band reads *within the margin*.",
+        "other (a GPU) get the ratio of medians with the interval formed by each median's own interval.",
+        "",
+        f"A difference is called (*decided*) only when the whole interval lies beyond {margin} either way (the",
+        "run-to-run drift measured on our CPU). An interval that holds 1 reads *same within noise*. One that",
+        f"excludes 1 but reaches inside the {margin} band reads *not called (interval not beyond the {margin} margin)*:",
+        "its ratio is shown, but it is not a finding. The trust line counts the four cases apart: decided, below",
+        "the margin (not called), same within noise, and without an interval (fewer than 6 windows).",
         "",
     ]
 
@@ -327,23 +349,59 @@ def _layouts(records) -> list[str]:
     ]
 
 
+def latency_steps(record: Record) -> int | None:
+    """The per-step samples behind a record's percentiles (older records: their recorded step times)."""
+    if record.latency_samples is not None:
+        return record.latency_samples
+    return len(record.step_seconds) or None
+
+
+def p99_cell(record: Record) -> str:
+    steps = latency_steps(record)
+    if record.latency_ms_p99 is None:
+        return "—"
+    if steps is not None and steps < P99_WITHHELD:
+        return "—"
+    if steps is None or steps < P99_MARKED:
+        return sig3(record.latency_ms_p99) + "*"
+    return sig3(record.latency_ms_p99)
+
+
 def _latency(records) -> list[str]:
     ok = _ok(records)
     if not ok:
         return []
     smallest = min(r.batch_size for r in ok)
     rows = []
-    for r in sorted(
+    shown = sorted(
         (r for r in ok if r.batch_size == smallest), key=lambda r: (tables.depth_key(r.model), tables.engine(r))
-    ):
-        samples = r.latency_samples
-        few = samples is not None and samples < P99_SAMPLES
-        p99 = sig3(r.latency_ms_p99) + (f" (n={samples})" if few else "")
-        rows.append([r.model, tables.engine(r), sig3(r.latency_ms_p50), p99, samples if samples is not None else "—"])
+    )
+    for r in shown:
+        steps = latency_steps(r)
+        rows.append([r.model, tables.engine(r), sig3(r.latency_ms_p50), p99_cell(r), steps if steps else "—"])
+    counts = [latency_steps(r) for r in shown if r.latency_ms_p99 is not None]
+    notes = []
+    marked = [n for n in counts if n is None or P99_WITHHELD <= n < P99_MARKED]
+    withheld = [n for n in counts if n is not None and n < P99_WITHHELD]
+    if marked:
+        known = sorted(n for n in marked if n is not None)
+        span = (
+            f"from {known[0]}-{known[-1]} steps" if len(set(known)) > 1 else (f"from {known[0]} steps" if known else "")
+        )
+        notes.append(
+            f"`*` p99 {span}{' (or an unknown count)' if None in marked else ''}: under {P99_MARKED} steps a p99 "
+            "lies between the two slowest steps, so read it as the slowest step, not a tail percentile"
+        )
+    if withheld:
+        notes.append(
+            f"`—` p99 withheld: from {' or '.join(str(n) for n in sorted(set(withheld)))} steps (under {P99_WITHHELD}) "
+            "it would be the slowest of a handful"
+        )
     return [
         f"### Latency at batch {smallest}",
         "",
-        f"Per-step times; a p99 backed by fewer than {P99_SAMPLES} steps is marked with its count.",
+        "Per-step times; steps: how many back the percentiles."
+        + ("".join(f" {n[0].upper()}{n[1:]}." for n in notes) if notes else ""),
         "",
         _md(["model", "engine", "p50 (ms)", "p99 (ms)", "steps"], rows),
         "",
@@ -438,23 +496,46 @@ def _utilization(records) -> list[str]:
 
 
 def _first_step(records) -> list[str]:
+    """Build and first step in columns of their own: a worker that keeps the model of its previous
+    configuration builds in milliseconds, so the first-step column alone compares across rows."""
     ok = _ok(records)
     if not ok:
         return []
     batches = sorted({r.batch_size for r in ok})
     by = defaultdict(dict)
     for r in ok:
-        by[(r.model, r.framework, r.layout)][r.batch_size] = r.first_step_s
-    rows = [
-        [model, framework, layout] + [sig3(points.get(b)) for b in batches]
-        for (model, framework, layout), points in sorted(
-            by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
-        )
+        by[(r.model, r.framework, r.layout)][r.batch_size] = r
+    old = False
+    rows = []
+    for (model, framework, layout), points in sorted(
+        by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
+    ):
+        row = [model, framework, layout]
+        for b in batches:
+            r = points.get(b)
+            if r is None or r.first_step_s is None:
+                row += ["—", "—"]
+            elif r.build_s is None:
+                old = True
+                row += ["—", sig3(r.first_step_s) + "†"]
+            else:
+                row += [sig3(r.build_s), sig3(max(r.first_step_s - r.build_s, 0.0))]
+        rows.append(row)
+    headers = ["model", "framework", "layout"] + [
+        h for b in batches for h in (f"b={b} build (s)", f"b={b} first step (s)")
     ]
+    note = (
+        "Build: making the model and its step function (milliseconds where the worker kept the model of its previous "
+        "configuration). First step: the first call, with any tracing or compilation (tf.function, XLA, "
+        "torch.compile), before warm-up."
+        + (" `†` build and first step together: the record predates the separate build time." if old else "")
+    )
     return [
-        "### Time to first step (build + trace/compile + first step, s)",
+        "### Build and first step (s)",
         "",
-        _md(["model", "framework", "layout"] + [f"b={b} (s)" for b in batches], rows),
+        note,
+        "",
+        _md(headers, rows),
         "",
     ]
 

@@ -108,8 +108,9 @@ class Ratio:
         return self.low is not None and (self.low > 1.0 + self.margin or self.high < 1.0 / (1.0 + self.margin))
 
     def words(self) -> str:
-        """'1.23x faster [1.10-1.35]', 'same within noise [0.95-1.04]' (the interval holds 1),
-        '1.03x faster, within the 5% margin [1.02-1.04]', or without an interval."""
+        """'1.23x faster [1.10-1.35]' (decided), 'same within noise [0.95-1.04]' (the interval holds 1),
+        '1.03x faster [1.02-1.04]: not called (interval not beyond the 5% margin)' (the interval excludes 1
+        but reaches inside the margin), or '1.10x faster [no interval]' (too few windows)."""
         if self.low is None:
             return _speed(self.ratio) + " [no interval]"
         interval = f" [{self.low:.2f}-{self.high:.2f}]"
@@ -117,7 +118,7 @@ class Ratio:
             return _speed(self.ratio) + interval
         if self.low <= 1.0 <= self.high:
             return "same within noise" + interval
-        return f"{_speed(self.ratio)}, within the {self.margin:.0%} margin" + interval
+        return f"{_speed(self.ratio)}{interval}: not called (interval not beyond the {self.margin:.0%} margin)"
 
 
 def _speed(ratio: float) -> str:
