@@ -335,14 +335,18 @@ def _layouts(records) -> list[str]:
                 continue
             trial = r.layout_trial
             nchw, nhwc = trial.get("channels_first_img_s"), trial.get("channels_last_img_s")
-            verdict = "" if trial.get("decided") else " (tie: default)"
+            if trial.get("ratio_low") is not None:  # a paired trial: NHWC over NCHW with its interval
+                low, high = trial["ratio_low"], trial["ratio_high"]
+                verdict = f" (NHWC/NCHW {trial['channels_last_over_channels_first']:.2f} [{low:.2f}-{high:.2f}])"
+            else:  # older runs: the all-rounds rule, whose undecided trials fell back to NCHW
+                verdict = "" if trial.get("decided") else " (undecided: NCHW by the old rule)"
             row.append(f"{short[r.layout_chosen]}{verdict}: {sig3(nchw)} / {sig3(nhwc)}")
         rows.append(row)
-    rule = tried[0].layout_trial.get("rule", "")
+    rules = list(dict.fromkeys(r.layout_trial.get("rule", "") for r in tried))
     return [
         "### PyTorch memory format (layout auto): chosen, and trial img/s NCHW / NHWC",
         "",
-        f"Rule: {rule}.",
+        *(f"Rule: {rule}." for rule in rules),
         "",
         _md(["model"] + [f"b={b}" for b in batches], rows),
         "",
