@@ -295,9 +295,8 @@ def _load_plan(store) -> Plan:
 
 
 def cmd_run(args) -> int:
+    from .provenance import timed
     from .records import RunStore, host_env
-    from .report import write_report
-    from .runner import Interrupted, Runner, RunWriteError
 
     if args.resume:
         refused = sorted(_given(args))
@@ -331,8 +330,14 @@ def cmd_run(args) -> int:
             store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{preset_name}")
         store.write_json("plan.json", plan.to_dict())
     env = host_env()
-    if not (store.path / "env.json").exists():
-        store.write_json("env.json", env)
+    return timed(store.path / "env.json", env, lambda: _measure(args, plan, store, env))
+
+
+def _measure(args, plan: Plan, store, env: dict) -> int:
+    """The run proper, from the printed plan to the report: its exit status."""
+    from .report import write_report
+    from .runner import Interrupted, Runner, RunWriteError
+
     _print_plan(plan, store)
     runner = Runner(plan, store, env)
     # SIGTERM and SIGHUP stop the run as Ctrl-C does; a signal already ignored (nohup) stays ignored.
@@ -572,6 +577,7 @@ def cmd_scale(args) -> int:
     from implementations import get_spec
     from implementations.specs import ModelNotFoundError, check_image_size
 
+    from .provenance import timed
     from .records import host_env
     from .scaleout.scaling import STRATEGIES, ScaleRequest, run_scaling
     from .scaleout.scaling_report import write_scaling_report
@@ -607,8 +613,12 @@ def cmd_scale(args) -> int:
     out = _new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", args.device)
     out.mkdir(parents=True, exist_ok=True)
     env = host_env()
-    (out / "env.json").write_text(json.dumps(env, indent=2))
-    run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+
+    def measure() -> int:
+        run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+        return 0
+
+    timed(out / "env.json", env, measure)
     path = write_scaling_report(out, env)
     print(path.read_text())
     print(f"scaling: {path}")
