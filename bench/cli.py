@@ -153,6 +153,12 @@ def make_parser() -> argparse.ArgumentParser:
     flow.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     flow.add_argument("--steps", type=int, default=5, help="SGD steps after initialisation, 0-100 (default 5)")
     flow.add_argument("--out", help="the folder to write (default: results/gradient-flow/TIME)")
+
+    docs = commands.add_parser("docs", help="regenerate the figures README.md quotes from the committed results")
+    docs.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each figure that is stale")
+    docs.add_argument(
+        "--root", help="the checkout whose README.md, docs/*.md and results/ are read (default: this one)"
+    )
     return parser
 
 
@@ -162,11 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
         commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                     "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
-                    "scale": cmd_scale}  # fmt: skip
+                    "scale": cmd_scale, "docs": cmd_docs}  # fmt: skip
         return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def cmd_docs(args) -> int:
+    from .docs import ROOT, run_docs
+
+    root = Path(args.root) if args.root else ROOT
+    if not (root / "README.md").exists():
+        raise UsageError(f"--root {root} holds no README.md")
+    return run_docs(root, check=args.check)
 
 
 def cmd_models(args) -> int:
