@@ -158,6 +158,12 @@ def make_parser() -> argparse.ArgumentParser:
     flow.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     flow.add_argument("--steps", type=int, default=5, help="SGD steps after initialisation, 0-100 (default 5)")
     flow.add_argument("--out", help="the folder to write (default: results/gradient-flow/TIME)")
+
+    docs = commands.add_parser("docs", help="regenerate the figures README.md quotes from the committed results")
+    docs.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each figure that is stale")
+    docs.add_argument(
+        "--root", help="the checkout whose README.md, docs/*.md and results/ are read (default: this one)"
+    )
     return parser
 
 
@@ -167,11 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
         commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                     "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
-                    "scale": cmd_scale}  # fmt: skip
+                    "scale": cmd_scale, "docs": cmd_docs}  # fmt: skip
         return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def cmd_docs(args) -> int:
+    from .docs import ROOT, run_docs
+
+    root = Path(args.root) if args.root else ROOT
+    if not (root / "README.md").exists():
+        raise UsageError(f"--root {root} holds no README.md")
+    return run_docs(root, check=args.check)
 
 
 def cmd_models(args) -> int:
@@ -300,9 +315,8 @@ def _load_plan(store) -> Plan:
 
 
 def cmd_run(args) -> int:
+    from .provenance import timed
     from .records import RunStore, host_env
-    from .report import write_report
-    from .runner import Interrupted, Runner, RunWriteError
 
     if args.resume:
         refused = sorted(_given(args))
@@ -336,8 +350,14 @@ def cmd_run(args) -> int:
             store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{preset_name}")
         store.write_json("plan.json", plan.to_dict())
     env = host_env()
-    if not (store.path / "env.json").exists():
-        store.write_json("env.json", env)
+    return timed(store.path / "env.json", env, lambda: _measure(args, plan, store, env))
+
+
+def _measure(args, plan: Plan, store, env: dict) -> int:
+    """The run proper, from the printed plan to the report: its exit status."""
+    from .report import write_report
+    from .runner import Interrupted, Runner, RunWriteError
+
     _print_plan(plan, store)
     runner = Runner(plan, store, env)
     # SIGTERM and SIGHUP stop the run as Ctrl-C does; a signal already ignored (nohup) stays ignored.
@@ -558,6 +578,7 @@ def cmd_scale(args) -> int:
     from implementations import get_spec
     from implementations.specs import ModelNotFoundError, check_image_size
 
+    from .provenance import timed
     from .records import host_env
     from .scaleout.scaling import STRATEGIES, ScaleRequest, run_scaling
     from .scaleout.scaling_report import write_scaling_report
@@ -593,8 +614,12 @@ def cmd_scale(args) -> int:
     out = _new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", args.device)
     out.mkdir(parents=True, exist_ok=True)
     env = host_env()
-    (out / "env.json").write_text(json.dumps(env, indent=2))
-    run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+
+    def measure() -> int:
+        run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+        return 0
+
+    timed(out / "env.json", env, measure)
     path = write_scaling_report(out, env)
     print(path.read_text())
     print(f"scaling: {path}")

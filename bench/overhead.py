@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from implementations import is_installed
 
+    from .provenance import Segment, stamp
+
+    segment = Segment("python -m bench.overhead " + " ".join(sys.argv[1:] if argv is None else argv))
+
     root = Path(__file__).resolve().parent.parent
     all_results, rows = [], []
     from implementations.frameworks import ALIASES
@@ -285,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Harness vs a hand-written loop, {PAIRS} alternating pairs of windows each, in one run:")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if args.json:
-        Path(args.json).write_text(json.dumps(all_results, indent=2) + "\n")
+        from .provenance import write_json_atomic
+        from .records import host_env
+
+        env = stamp({**host_env(), "command_line": segment.command}, segment.closed())
+        write_json_atomic(Path(args.json), {"env": env, "results": all_results})
     return 0
 
 

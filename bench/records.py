@@ -12,12 +12,11 @@ import json
 import os
 import platform
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .config import Config, UsageError
+from .provenance import command_line, git_state, write_json_atomic
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 RETRYABLE = ("error", "timeout")  # what --retry-errors measures again
@@ -378,7 +377,7 @@ class RunStore:
         return list(read_results(self.results).records)
 
     def write_json(self, name: str, data) -> None:
-        (self.path / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(self.path / name, data)
 
     def read_json(self, name: str):
         return json.loads((self.path / name).read_text(encoding="utf-8"))
@@ -409,23 +408,6 @@ def load_records(path: Path) -> list[Record]:
     return list(read_results(path).records)
 
 
-def git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except Exception:
-        return None
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -437,7 +419,8 @@ def cpu_model() -> str:
 
 
 def host_env(argv: list[str] | None = None) -> dict:
-    """Where and how the run was made; framework details are added by each worker."""
+    """Where and how the run was made (the commit, and whether the tree outside results/ differed from it);
+    framework details are added by each worker, the start, end and wall time by `provenance.stamp`."""
     return {
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
@@ -445,6 +428,6 @@ def host_env(argv: list[str] | None = None) -> dict:
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "git_commit": git_commit(),
-        "command_line": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **git_state(),
+        "command_line": command_line(argv),
     }
