@@ -280,7 +280,7 @@ def contradictions(sources: Sources, run_a: str, run_b: str) -> str:
     """'none' or the count of cells decided faster in one run and slower in the other."""
     from .compare import ratio_consistency
 
-    found = ratio_consistency(sources.run(run_a), sources.run(run_b)).contradictions
+    found = ratio_consistency(sources.run(run_a), sources.run(run_b)).opposed
     return "none" if not found else str(len(found))
 
 
