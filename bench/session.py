@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import stats, timing
+from .backends import Backend, Prepared
 from .config import Config, Settings
 from .monitors import NvmlSampler, ProcessMemory, peak_flops
 from .records import Record, make_record
@@ -45,14 +46,26 @@ def weights_bound_bytes(params: int, mode: str) -> int:
 class Session:
     """One configuration in a worker: prepare once, then windows on request, then a record."""
 
-    backend: object
+    backend: Backend
     config: Config
     settings: Settings
     process_env: dict
     memory: ProcessMemory
     measured: dict = field(default_factory=dict)
-    windows: list = field(default_factory=list)
+    windows: list[timing.Window] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    # Set by prepare(); the step is let go (None) when the record is made.
+    prepared: Prepared | None = None
+    sampler: NvmlSampler | None = None
+    steps_per_window: int = 0
+    windows_planned: int = 0
+
+    @property
+    def ready(self) -> Prepared:
+        """The prepared step; an error where there is none (not prepared yet, or its record already made)."""
+        if self.prepared is None:
+            raise RuntimeError(f"{self.config.model}: no prepared step (not prepared, or already finished)")
+        return self.prepared
 
     def build(self) -> tuple[float, float]:
         """Free what this configuration will not reuse, reset the peaks, build, and time the first step
@@ -65,27 +78,27 @@ class Session:
         started = time.perf_counter()
         self.prepared = backend.prepare(config, self.settings)
         build_s = time.perf_counter() - started
-        return build_s, timing.timed_step(self.prepared.step, self.prepared.sync)
+        return build_s, timing.timed_step(self.ready.step, self.ready.sync)
 
     def prepare(self) -> dict:
         config, settings, backend = self.config, self.settings, self.backend
         build_s, first_step_s = self.build()
         warm = timing.warm_up(
-            self.prepared.step, self.prepared.sync, min_steps=settings.warmup_steps, cap_s=warmup_cap_s(settings)
+            self.ready.step, self.ready.sync, min_steps=settings.warmup_steps, cap_s=warmup_cap_s(settings)
         )
         step_s = warm.step_estimate_s
-        if config.layout == "auto" and self.prepared.set_layout is not None:
+        if config.layout == "auto" and self.ready.set_layout is not None:
             trial = self._layout_trial(step_s)
             self.measured["layout_trial"] = trial
             step_s = trial["step_estimate_s"]
         self.measured.update(
-            layout_chosen=self.prepared.layout,
+            layout_chosen=self.ready.layout,
             first_step_s=build_s + first_step_s,
             build_s=build_s,
             warmup_steps_run=warm.steps,
             warmup_s=warm.seconds,
             warmup_steady=warm.steady,
-            params=self.prepared.params,
+            params=self.ready.params,
         )
         self.measured["peak_memory_first_step_bytes"] = self.peak_memory()[0]
         self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
@@ -95,13 +108,13 @@ class Session:
         )
         self.steps_per_window, self.windows_planned = plan.steps, plan.windows
         self.measured["window_rule"] = plan.rule
-        self.sampler = _nvml_sampler(self.prepared.device_uuid) if config.device == "cuda" else None
+        self.sampler = _nvml_sampler(self.ready.device_uuid) if config.device == "cuda" else None
         if self.sampler:
             self.sampler.start()
         return {
             "steps_per_window": self.steps_per_window,
             "windows": self.windows_planned,
-            "layout": self.prepared.layout,
+            "layout": self.ready.layout,
         }
 
     def _layout_trial(self, first_layout_step_s: float) -> dict:
@@ -110,9 +123,12 @@ class Session:
         of a noisy trial, so the chosen one is never slower than the other by the trial's own medians. The
         paired ratio (NHWC over NCHW) and its 95% interval, the statistic of the cells, say whether the
         difference was beyond the noise; either way the faster median is kept."""
-        prepared, settings, batch = self.prepared, self.settings, self.config.batch_size
+        prepared, settings, batch = self.ready, self.settings, self.config.batch_size
+        set_layout = prepared.set_layout
+        if set_layout is None:
+            raise RuntimeError("the layout trial needs a backend that switches memory format (PyTorch)")
         first, second = LAYOUTS_TRIED
-        prepared.set_layout(second)
+        set_layout(second)
         timing.timed_step(prepared.step, prepared.sync)  # the first step in this format
         warm = timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings) / 2)
         steps = timing.steps_per_window(
@@ -121,13 +137,13 @@ class Session:
         rates: dict[str, list[float]] = {first: [], second: []}
         layout = second
         for _, layout in timing.alternating((second, first), LAYOUT_TRIAL_ROUNDS):
-            prepared.set_layout(layout)
+            set_layout(layout)
             rates[layout].append(steps * batch / timing.window(prepared.step, prepared.sync, steps, False).seconds)
         ratio = stats.paired_ratio(rates[first], rates[second], margin=LAYOUT_MARGIN)
         medians = {name: stats.median(values) for name, values in rates.items()}
         chosen = second if medians[second] > medians[first] else first
         if chosen != layout:  # the last trial window ran the other format, already warm from the trial
-            prepared.set_layout(chosen)
+            set_layout(chosen)
             timing.timed_step(prepared.step, prepared.sync)  # the cell's settling windows follow
         return {
             f"{first}_img_s": medians[first],
@@ -151,7 +167,7 @@ class Session:
         """One timed window; a discarded one (settling the cell before its first pair) is not kept."""
         per_step = self._per_step_marks()
         cpu_start = time.process_time()
-        result = timing.window(self.prepared.step, self.prepared.sync, self.steps_per_window, per_step)
+        result = timing.window(self.ready.step, self.ready.sync, self.steps_per_window, per_step)
         if not discard:
             self.cpu_seconds += time.process_time() - cpu_start
             self.windows.append(result)
@@ -160,9 +176,9 @@ class Session:
     def _per_step_marks(self) -> bool:
         """A clock read per step is exact only where execution is synchronous: a CPU, and an engine
         whose step has finished when it returns."""
-        return self.config.device == "cpu" and self.prepared.synchronous
+        return self.config.device == "cpu" and self.ready.synchronous
 
-    def peak_memory(self) -> tuple[int | None, str]:
+    def peak_memory(self) -> tuple[int | None, str | None]:
         """The peak since the last reset, and where it comes from: the device allocator, or resident memory."""
         peak, source = self.backend.peak_memory(self.config)
         return (self.memory.peak(), self.memory.source) if peak is None else (peak, source)
@@ -175,9 +191,7 @@ class Session:
         peak, peak_source = self.peak_memory()
         if not self._per_step_marks():
             low, high = LATENCY_PASS_STEPS
-            latency = timing.latency_pass(
-                self.prepared.step, self.prepared.sync, max(low, min(high, self.steps_per_window))
-            )
+            latency = timing.latency_pass(self.ready.step, self.ready.sync, max(low, min(high, self.steps_per_window)))
             latency_source = "a synchronous pass after the windows: every step synchronised"
         else:
             latency = [s for w in self.windows for s in w.step_seconds]
@@ -197,7 +211,7 @@ class Session:
             **(cell or {}),
         )
         unavailable: dict[str, str] = {}
-        bound = weights_bound_bytes(self.prepared.params, config.mode)
+        bound = weights_bound_bytes(self.ready.params, config.mode)
         measured.update(memory_bound_bytes=bound, peak_memory_bytes=peak)
         for name in ("peak_memory_bytes", "peak_memory_first_step_bytes"):
             value = measured.get(name)
@@ -209,7 +223,7 @@ class Session:
                     "a measurement error, not a result"
                 )
         measured["memory_source"] = peak_source
-        device_name = self.prepared.device_name or self.process_env.get("device_name")
+        device_name = self.ready.device_name or self.process_env.get("device_name")
         peak_rate = peak_flops(device_name, config.precision, settings.tf32) if config.device == "cuda" else None
         if peak_rate is None:
             unavailable["mfu"] = (
@@ -231,7 +245,7 @@ class Session:
                 "nvml_memory_used_bytes",
             ):
                 unavailable[name] = reason
-        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.prepared.layout)
+        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.ready.layout)
         self.prepared = None
         return make_record(config, "ok", peak_flops=peak_rate, unavailable=unavailable, env=env, **measured)
 
@@ -240,7 +254,7 @@ class Session:
         status = "oom" if self.backend.is_oom(error) else "error"
         message = f"{type(error).__name__}: {error}".strip()
         self.prepared = None
-        if getattr(self, "sampler", None):
+        if self.sampler is not None:
             self.sampler.stop()
         self.backend.release()
         return make_record(self.config, status, error=message[:2000], env=self.process_env)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere in this process
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # take GPU memory as needed, as the others
@@ -113,7 +114,7 @@ class JaxBackend:
         policy = "float64" if hook is not None and hook.dtype == "float64" else _POLICIES[config.precision]
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(settings.seed)
-        options = {"dropout": hook.dropout} if hook else {}
+        options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
         with jax.default_device(self._device(config)):
             model = build(config.model, "keras-jax", image_size=config.image_size, **options)
         if hook is None:

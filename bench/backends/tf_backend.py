@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a worker of its own
@@ -106,7 +107,7 @@ class TensorFlowBackend:
         policy = "float64" if hook is not None and hook.dtype == "float64" else _POLICIES[config.precision]
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(settings.seed)
-        options = {"dropout": hook.dropout} if hook else {}
+        options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
         with tf.device(device):
             model = build(config.model, "keras-tensorflow", image_size=config.image_size, **options)
         entry = {"key": key, "model": model, "steps": {}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,7 +137,7 @@ class TorchBackend:
             return model, self._cached[2]
         self.release()
         torch.manual_seed(settings.seed)
-        options = {"dropout": hook.dropout} if hook else {}
+        options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
         model = build(config.model, "torch", image_size=config.image_size, **options).to(self.device(config))
         if hook is not None and hook.dtype == "float64":
             model = model.double()
