@@ -38,8 +38,9 @@ class TensorFlowBackend:
     def setup_process(self, settings: Settings) -> dict:
         threads = settings.resolved_threads()
         # TensorFlow ignores OMP_NUM_THREADS: set its pools explicitly, as PyTorch's are.
+        inter_op = settings.tf_inter_op_threads or os.cpu_count() or 1
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:  # otherwise TensorFlow reserves nearly all device memory at start
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -49,7 +50,7 @@ class TensorFlowBackend:
             "framework_version": tf.__version__,
             "keras_version": keras.__version__,
             "intra_op_threads": threads,
-            "inter_op_threads": 1,
+            "inter_op_threads": inter_op,
             "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
             "memory_growth": bool(gpus),
             "flush_denormal": "TensorFlow's thread pools flush denormals (default)",
