@@ -87,6 +87,9 @@ class Record:
     warmup_steady: bool | None = None
     window_rule: str | None = None
     layout_trial: dict | None = None  # PyTorch layout auto: both formats' rates and the verdict
+    # The explain pass after the windows (untimed): seconds per step by operator category, and what it cost.
+    op_categories: dict | None = None
+    explain_s: float | None = None
     unavailable: dict = field(default_factory=dict)  # field name -> why it was not measured
     env: dict = field(default_factory=dict)  # where and how it ran: host, framework versions, settings
     schema_version: int = SCHEMA_VERSION
@@ -230,8 +233,9 @@ def record_problems(record) -> list[str]:
     for name in ("env", "unavailable"):
         if name in record and not isinstance(record[name], dict):
             problems.append(f"{name} must be an object, got {type(record[name]).__name__}")
-    if record.get("layout_trial") is not None and not isinstance(record["layout_trial"], dict):
-        problems.append(f"layout_trial must be an object or null, got {type(record['layout_trial']).__name__}")
+    for name in ("layout_trial", "op_categories"):
+        if record.get(name) is not None and not isinstance(record[name], dict):
+            problems.append(f"{name} must be an object or null, got {type(record[name]).__name__}")
     return problems
 
 

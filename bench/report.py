@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import tables
+from . import findings, tables
 from .config import Config, Plan, UsageError
 from .records import RECORD_FIELDS, Record, RecordError, current_records, read_results
 from .tables import MIB, sig3
@@ -213,6 +213,9 @@ def render_markdown(
     if not records:
         out += ["No records yet.", ""] + _missing(loaded)
         return "\n".join(out) + "\n", "no records"
+    found = findings.findings(records)
+    out += findings.render(found, env.get("wall_s"))
+    console += findings.render(found, env.get("wall_s"), markdown=False) + [""]
     intro = len(out)  # the trust line goes here once every section is counted
     out += [
         "Throughput is the median of the timed windows (img/s, higher is better); `OOM`, `error`, `timeout` and",

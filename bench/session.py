@@ -19,6 +19,7 @@ from .records import Record, make_record
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
 LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
 LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
+EXPLAIN_STEPS = 3  # steps under the profiler in the explain pass
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -59,6 +60,7 @@ class Session:
     sampler: NvmlSampler | None = None
     steps_per_window: int = 0
     windows_planned: int = 0
+    unavailable_notes: dict = field(default_factory=dict)  # field -> why, added to the record's `unavailable`
 
     @property
     def ready(self) -> Prepared:
@@ -178,6 +180,20 @@ class Session:
         whose step has finished when it returns."""
         return self.config.device == "cpu" and self.ready.synchronous
 
+    def explain(self) -> dict:
+        """The explain pass: EXPLAIN_STEPS steps under the framework's profiler, after the windows and outside
+        them (nothing here is in a timed figure); its categories and what it cost in wall time."""
+        started = time.perf_counter()
+        try:
+            found = self.backend.operator_categories(self.ready, self.config, EXPLAIN_STEPS)
+        except Exception as error:  # the pass explains; it never costs a measured record
+            found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}
+        cost = time.perf_counter() - started
+        if "categories" in found:
+            return {"op_categories": found["categories"], "explain_s": cost}
+        self.unavailable_notes["op_categories"] = found.get("categories_unavailable", "no categories")
+        return {"explain_s": cost}
+
     def peak_memory(self) -> tuple[int | None, str | None]:
         """The peak since the last reset, and where it comes from: the device allocator, or resident memory."""
         peak, source = self.backend.peak_memory(self.config)
@@ -245,8 +261,11 @@ class Session:
                 "nvml_memory_used_bytes",
             ):
                 unavailable[name] = reason
+        if settings.explain:
+            measured.update(self.explain())
         env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.ready.layout)
         self.prepared = None
+        unavailable.update(self.unavailable_notes)
         return make_record(config, "ok", peak_flops=peak_rate, unavailable=unavailable, env=env, **measured)
 
     def failure(self, error: BaseException) -> Record:

@@ -69,6 +69,11 @@ class Backend(Protocol):
         """Build (or reuse) the model and return its ready step."""
         ...
 
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """Time per operator category of the prepared step under the framework's profiler, `steps` steps:
+        {"categories": seconds per step by category, "profiled_steps"} or {"categories_unavailable": why}."""
+        ...
+
     def reset_peak_memory(self, config: Config) -> None: ...
 
     def peak_memory(self, config: Config) -> tuple[int | None, str | None]:

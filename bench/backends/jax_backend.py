@@ -225,6 +225,33 @@ class JaxBackend:
 
         return variables, write_back, infer_step
 
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The prepared step's time per operator category under jax.profiler, read with xprof, on a GPU; a CPU's
+        JAX profile holds no per-operator statistics, which is what is returned there."""
+        if config.device != "cuda":
+            return {"categories_unavailable": "JAX's profile on a CPU holds no per-operator statistics"}
+        import tempfile
+        from pathlib import Path
+
+        from implementations import get_spec
+        from implementations.keras_models import keras_name
+        from implementations.lowering import lower
+
+        from ..profiling.xplane import categories_from_trace
+
+        layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
+        prepared.step()
+        prepared.sync()
+        with tempfile.TemporaryDirectory(prefix="cnn-bench-explain-") as logdir:
+            jax.profiler.start_trace(logdir)
+            try:
+                for _ in range(steps):
+                    prepared.step()
+                    prepared.sync()
+            finally:
+                jax.profiler.stop_trace()
+            return categories_from_trace(Path(logdir), layer_ops, steps)
+
     def reset_peak_memory(self, config: Config) -> None:
         return None  # JAX has no resettable peak: a GPU's peak comes from the device's own statistics
 

@@ -191,6 +191,32 @@ class TensorFlowBackend:
             step=step, sync=sync, params=count_params(model), device_name=name, model=model, handle=(inputs, labels)
         )
 
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The prepared step's time per operator category over `steps` steps under TensorFlow's profiler, read
+        with xprof (one step first, unprofiled); a TensorFlow op takes the category of its Keras layer's op."""
+        import tempfile
+        from pathlib import Path
+
+        from implementations import get_spec
+        from implementations.keras_models import keras_name
+        from implementations.lowering import lower
+
+        from ..profiling.xplane import categories_from_trace
+
+        layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
+        prepared.step()
+        prepared.sync()
+        with tempfile.TemporaryDirectory(prefix="cnn-bench-explain-") as logdir:
+            tf.profiler.experimental.start(logdir)
+            try:
+                for number in range(steps):
+                    with tf.profiler.experimental.Trace("step", step_num=number, _r=1):
+                        prepared.step()
+                        prepared.sync()
+            finally:
+                tf.profiler.experimental.stop()
+            return categories_from_trace(Path(logdir), layer_ops, steps)
+
     def reset_peak_memory(self, config: Config) -> None:
         if config.device == "cuda":
             tf.config.experimental.reset_memory_stats("GPU:0")

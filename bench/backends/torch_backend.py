@@ -75,6 +75,28 @@ def set_tf32(enabled: bool) -> dict:
     }
 
 
+def operator_seconds(prof, gpu: bool, steps: int) -> dict[str, float]:
+    """Seconds per step in each operator category (profiling/categories.py) from a torch.profiler run over
+    `steps` steps: the self time of every ATen op (device time on a GPU); record_function labels left out."""
+    from ..profiling.categories import CATEGORIES, torch_category
+
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CPU:  # kernels: counted in their op's device time
+            continue
+        self_us = event.self_device_time_total if gpu else event.self_cpu_time_total
+        if not self_us or event.name.startswith(("forward", "backward", "optimizer", "stage ", "ProfilerStep")):
+            continue
+        ancestors, parent = [], event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        if not event.name.startswith(("aten::", "Optimizer.")) and not ancestors:
+            continue
+        totals[torch_category(event.name, tuple(ancestors))] += self_us / 1e6 / steps
+    return totals
+
+
 class TorchBackend:
     name = "torch"
 
@@ -228,6 +250,21 @@ class TorchBackend:
         set_layout(layout)
         prepared.set_layout = set_layout if hook is None else None
         return prepared
+
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The prepared step's time per operator category over `steps` steps under torch.profiler (one
+        step first, unprofiled, so the profiler's own start-up is not in them)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        prepared.step()
+        prepared.sync()
+        cuda = config.device == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                prepared.step()
+                prepared.sync()
+        return {"categories": operator_seconds(prof, cuda, steps), "profiled_steps": steps}
 
     def reset_peak_memory(self, config: Config) -> None:
         if config.device == "cuda":

@@ -12,8 +12,7 @@ from implementations import get_spec
 from implementations.lowering import lower, stage_slices
 from implementations.torch_models import torch_from_layers
 
-from ..backends.torch_backend import loss_of, make_optimizer
-from .categories import CATEGORIES, torch_category
+from ..backends.torch_backend import loss_of, make_optimizer, operator_seconds
 from .data import ProfileData, gradient_key, summary
 from .gradients import gradient_flow as _gradient_flow
 from .gradients import torch_model
@@ -243,28 +242,9 @@ def _operator_profile(stages, labels, train, autocast, images, sync, request) ->
         prof.export_chrome_trace(str(path))
         result["trace"] = path.name
     if request["ops"]:
-        result["categories"] = _categories(prof, images.device.type == "cuda")
+        result["categories"] = operator_seconds(prof, images.device.type == "cuda", PROFILED_STEPS)
         result["profiled_steps"] = PROFILED_STEPS
     return result
-
-
-def _categories(prof, gpu: bool) -> dict[str, float]:
-    """Seconds per step in each category: self time of every ATen op (device time on a GPU)."""
-    totals = dict.fromkeys(CATEGORIES, 0.0)
-    for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CPU:  # kernels: counted in their op's device time
-            continue
-        self_us = event.self_device_time_total if gpu else event.self_cpu_time_total
-        if not self_us or event.name.startswith(("forward", "backward", "optimizer", "stage ", "ProfilerStep")):
-            continue
-        ancestors, parent = [], event.cpu_parent
-        while parent is not None:
-            ancestors.append(parent.name)
-            parent = parent.cpu_parent
-        if not event.name.startswith(("aten::", "Optimizer.")) and not ancestors:
-            continue
-        totals[torch_category(event.name, tuple(ancestors))] += self_us / 1e6 / PROFILED_STEPS
-    return totals
 
 
 def gradient_flow(request: dict) -> dict:
