@@ -74,10 +74,10 @@ def explain_gap(fast: Record, slow: Record) -> tuple[str, bool | None]:
     whether the categories' differences add up to the measured gap (None when either was not profiled)."""
     missing = [r for r in (fast, slow) if not r.op_categories]
     if missing:
-        reasons = "; ".join(
-            f"{tables.engine(r)}: {r.unavailable.get('op_categories', 'not profiled')}" for r in missing
-        )
-        return f"not profiled ({reasons})", None
+        reasons = [
+            f"{tables.engine(r)}: {r.unavailable['op_categories']}" for r in missing if "op_categories" in r.unavailable
+        ]
+        return "operator categories: not profiled" + (f" ({'; '.join(reasons)})" if reasons else ""), None
     gap_ms = _step_ms(slow) - _step_ms(fast)
     categories = sorted(set(fast.op_categories) | set(slow.op_categories))
     differences = {c: (slow.op_categories.get(c, 0.0) - fast.op_categories.get(c, 0.0)) * 1e3 for c in categories}

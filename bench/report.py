@@ -115,6 +115,9 @@ def write_report(source: Path, out: Path | None = None) -> Report:
     markdown, console = render_markdown(records, env, plot_files, loaded)
     write_csv(records, out / "summary.csv")
     (out / "report.md").write_text(markdown, encoding="utf-8")
+    from .html import run_page
+
+    (out / "report.html").write_text(run_page(records, env, f"Benchmark report: {Path(source).name}"), encoding="utf-8")
     return Report(out / "report.md", console)
 
 

@@ -21,7 +21,7 @@ def test_decided_comparisons_are_ranked_by_effect_and_ties_grouped():
     lines = render(result, markdown=False)
     assert "vgg11 infer, fp32, b=2: keras-tensorflow is 2.00x faster than torch [" in lines[1]
     assert "1.90 cores busy" in lines[2] and "Same within noise (1): vgg13" in lines[3]
-    assert "not profiled" in lines[2]
+    assert "operator categories: not profiled" in lines[2]
 
 
 def test_the_categories_name_what_makes_the_gap_and_whether_they_add_up():
