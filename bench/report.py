@@ -255,7 +255,10 @@ def render_markdown(
         console.append(f"MISSING: {len(loaded.missing)} planned configuration(s) have no record (see report.md)")
     if plot_files:
         out += ["## Plots", ""]
-        out += [f"![{p.stem}]({p.name})" for p in plot_files]
+        from .plots import caption
+
+        for path in plot_files:
+            out += [f"![{path.stem}]({path.name})", "", f"*{caption(path)}*", ""]
         out.append("")
     return "\n".join(out) + "\n", "\n".join(console)
 
