@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .atomic import append_bytes, write_json
 from .config import Config, UsageError
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
@@ -355,10 +356,7 @@ class RunStore:
         results = read_results(self.results)
         if not results.torn_tail:
             return None
-        with self.torn.open("ab") as handle:
-            handle.write(results.torn_tail + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_bytes(self.torn, results.torn_tail + b"\n")
         size = self.results.stat().st_size
         os.truncate(self.results, size - len(results.torn_tail))
         return f"{results.torn_warning()}; moved to {self.torn.name}"
@@ -378,7 +376,7 @@ class RunStore:
         return list(read_results(self.results).records)
 
     def write_json(self, name: str, data) -> None:
-        (self.path / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_json(self.path / name, data)
 
     def read_json(self, name: str):
         return json.loads((self.path / name).read_text(encoding="utf-8"))
@@ -394,14 +392,7 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def _write_all(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    append_bytes(path, data)  # one write; cut back to the old length if it fails: never a half line
 
 
 def load_records(path: Path) -> list[Record]:
