@@ -117,7 +117,9 @@ def save_figure(fig, path: Path, **options) -> Path:
 
 def append_bytes(path: Path, data: bytes) -> None:
     """Append `data` with one write and fsync; when the write fails, the file is cut back to its old
-    length (no half line) and the OSError is raised for the caller to explain."""
+    length (no half line), or removed if this append created it (no 0-byte file), and the OSError is
+    raised for the caller to explain."""
+    existed = os.path.lexists(path)
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(descriptor).st_size
@@ -125,7 +127,10 @@ def append_bytes(path: Path, data: bytes) -> None:
             _write_all(descriptor, data)
         except OSError:
             try:
-                os.ftruncate(descriptor, size)
+                if existed:
+                    os.ftruncate(descriptor, size)
+                else:
+                    os.unlink(path)
             except OSError:
                 pass
             raise
