@@ -67,12 +67,16 @@ def make_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", help=f"{', '.join(DEVICES)} (auto: cuda if an NVIDIA GPU is found; default auto)")
     run.add_argument("--threads", help="CPU threads for each framework, at most the cores (default 0: all cores)")
-    run.add_argument("--warmup-steps", help="untimed steps after the first, 0-10000 (default: the preset's, 3 if none)")
+    run.add_argument("--warmup-steps", help=f"untimed steps after the first, {span('run', 'warmup_steps')} (default: the "
+                     "preset's, 3 if none)")  # fmt: skip
     run.add_argument(
-        "--windows", help="timed windows per engine, 6-1000 (six: the fewest with a 95%% interval; default 6)"
+        "--windows",
+        help=f"timed windows per engine, {span('run', 'windows')} (six: the fewest with a 95%% interval; default 6)",
     )
-    run.add_argument("--min-window-s", help="minimum seconds per timed window, 0-3600 (default: the preset's)")
-    run.add_argument("--max-window-steps", help="cap on steps per window (default 1000)")
+    run.add_argument("--min-window-s", help=f"minimum seconds per timed window, {span('run', 'min_window_s')} (default: "
+                     "the preset's)")  # fmt: skip
+    run.add_argument("--max-window-steps", help=f"cap on steps per window, {span('run', 'max_window_steps')} (default "
+                     "1000)")  # fmt: skip
     run.add_argument(
         "--timeout",
         dest="timeout_s",

@@ -90,7 +90,9 @@ class Option:
         if self.choices is not None and value not in self.choices:
             raise UsageError(f"unknown {what} {value!r}; valid {what}s: {', '.join(self.choices)}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise UsageError(f"{what}{_at(where)} must be between {self.low:g} and {self.high:g}, got {value!r}")
+            raise UsageError(
+                f"{what}{_at(where)} must be between {_number(self.low)} and {_number(self.high)}, got {value!r}"
+            )
         if self.rule is not None:
             self.rule(value)
         return value
@@ -104,7 +106,7 @@ class Option:
         if self.choices:
             return ", ".join(self.choices)
         if self.low is not None and self.high is not None:
-            return f"{self.low:g}-{self.high:g}"
+            return f"{_number(self.low)}-{_number(self.high)}"
         return ""
 
     def _what(self) -> str:
@@ -117,6 +119,10 @@ class Option:
 
     def _example(self) -> str:
         return ", ".join(repr(c) for c in self.choices[:2]) if self.choices else ("1, 8" if self.item is int else "'a'")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _at(where: str) -> str:
