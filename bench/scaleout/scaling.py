@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -113,9 +114,10 @@ def _run(commands: list[tuple[list[str], dict]], log: Path, timeout_s: float) ->
             processes.append(subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                               start_new_session=True))  # fmt: skip
         timed_out = False
+        deadline = time.monotonic() + timeout_s  # one limit for the whole job, however many processes it has
         for process in processes:
             try:
-                process.wait(timeout=timeout_s)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 timed_out = True
                 break
