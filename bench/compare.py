@@ -384,7 +384,12 @@ def load_run(path: Path, role: str) -> LoadedRun:
 
 
 def compare_command(
-    run_a: str, run_b: str, threshold: float | None, allow_other_hardware: bool = False, out: str | None = None
+    run_a: str,
+    run_b: str,
+    threshold: float | None,
+    allow_other_hardware: bool = False,
+    out: str | None = None,
+    html: bool = False,
 ) -> int:
     """`bench compare`: both runs' machines first, then the tables. With a gate, runs from other hardware
     or framework versions are refused (UsageError, exit 2) unless allowed; the gate is decided before
@@ -426,7 +431,14 @@ def compare_command(
         print(f"regression gate passed: {len(rows)} configuration(s) compared{other}", file=sys.stderr)
     target = Path(out) if out else (Path(run_b) if Path(run_b).is_dir() else Path(run_b).parent) / "compare.md"
     try:
-        target.write_text(text + "\n", encoding="utf-8")
+        from .atomic import write_text
+
+        write_text(target, text + "\n")
+        if html:
+            from .html import compare_page
+
+            page = compare_page(text, f"Comparison: {run_b} against {run_a}", base.records, cand.records)
+            write_text(target.with_suffix(".html"), page)
     except OSError as error:
         print(
             f"error: cannot write {target}: {error.strerror or error}; the comparison is printed above", file=sys.stderr

@@ -289,11 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Harness vs a hand-written loop, {PAIRS} alternating pairs of windows each, in one run:")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if args.json:
-        from .provenance import write_json_atomic
+        from .atomic import write_json
         from .records import host_env
 
         env = stamp({**host_env(), "command_line": segment.command}, segment.closed())
-        write_json_atomic(Path(args.json), {"env": env, "results": all_results})
+        write_json(Path(args.json), {"env": env, "results": all_results})
     return 0
 
 

@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import tables
+from .atomic import save_figure
 from .records import Record
 from .tables import MIB
 
@@ -107,7 +108,7 @@ def _throughput_vs_batch(records, path: Path, tag: str) -> Path:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"Throughput per batch ({tag})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -135,7 +136,7 @@ def _depth(records, path: Path, tag: str) -> Path:
     ax_t.legend(fontsize=6)
     fig.suptitle(f"Depth scaling at each family's largest batch ({tag})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -192,7 +193,7 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
     fig.suptitle(f"Throughput ratio against {comparison.baseline} ({tag})", fontsize=9)
     bar = fig.colorbar(image, ax=list(axes.flat))
     bar.set_label(f"log2(engine / {comparison.baseline} img/s)", fontsize=7)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -217,6 +218,6 @@ def _memory_vs_batch(records, path: Path, tag: str) -> Path | None:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -18,9 +18,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from .atomic import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNING = "running"  # the outcome of a segment written at its start and not yet ended
@@ -86,22 +87,6 @@ def stamp(env: dict, segment: dict) -> dict:
     }
 
 
-def write_json_atomic(path: Path, data, indent: int = 2) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`: a reader
-    (or a crash) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=indent) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class EnvFile:
     """A folder's env.json over one segment of work: written (atomically) with the segment open when made, and
     again with its end, wall time and outcome by `close`. An env.json already there (a resumed run) is kept, and
@@ -113,7 +98,7 @@ class EnvFile:
         self.before = self.path.read_bytes() if self.path.exists() else None
         self.env = json.loads(self.before) if self.before is not None else dict(env)
         self.env = stamp(self.env, self.segment.open())
-        write_json_atomic(self.path, self.env)
+        write_json(self.path, self.env)
 
     def undo(self) -> None:
         """Put env.json back as it was before this segment (bad input: the command changed nothing)."""
@@ -126,7 +111,7 @@ class EnvFile:
 
     def close(self, outcome: str = "completed") -> dict:
         self.env = stamp(self.env, self.segment.closed(outcome))
-        write_json_atomic(self.path, self.env)
+        write_json(self.path, self.env)
         return self.env
 
 

@@ -15,8 +15,9 @@ import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .atomic import append_bytes, write_json
 from .config import Config, UsageError
-from .provenance import command_line, git_state, write_json_atomic
+from .provenance import command_line, git_state
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 RETRYABLE = ("error", "timeout")  # what --retry-errors measures again
@@ -358,10 +359,7 @@ class RunStore:
         results = read_results(self.results)
         if not results.torn_tail:
             return None
-        with self.torn.open("ab") as handle:
-            handle.write(results.torn_tail + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_bytes(self.torn, results.torn_tail + b"\n")
         size = self.results.stat().st_size
         os.truncate(self.results, size - len(results.torn_tail))
         return f"{results.torn_warning()}; moved to {self.torn.name}"
@@ -381,7 +379,7 @@ class RunStore:
         return list(read_results(self.results).records)
 
     def write_json(self, name: str, data) -> None:
-        write_json_atomic(self.path / name, data)
+        write_json(self.path / name, data)
 
     def read_json(self, name: str):
         return json.loads((self.path / name).read_text(encoding="utf-8"))
@@ -397,14 +395,7 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def _write_all(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    append_bytes(path, data)  # one write; cut back to the old length if it fails: never a half line
 
 
 def load_records(path: Path) -> list[Record]:

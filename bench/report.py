@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -11,7 +10,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import findings, tables
+from . import atomic, findings, tables
+from .atomic import ensure_dir, write_text
 from .config import Config, Plan, UsageError
 from .records import RECORD_FIELDS, Record, RecordError, current_records, read_results
 from .tables import MIB, sig3
@@ -50,6 +50,8 @@ def load_source(source: Path) -> Source:
     source = Path(source)
     if not source.exists():
         raise UsageError(f"{source} does not exist")
+    if source.is_dir():
+        check_run_folder(source)
     if source.is_dir() or source.suffix == ".jsonl":
         folder = source if source.is_dir() else source.parent
         results = read_results(folder / "results.jsonl" if source.is_dir() else source)
@@ -64,20 +66,8 @@ def load_source(source: Path) -> Source:
         env = _read_json(folder / "env.json") or {}
         return Source(current, env, folder, plan, missing, len(results.records) - len(current), warnings)
     data = _read_json(source)
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise UsageError(f"{source} is neither a run directory, a results.jsonl nor a pytest-benchmark JSON file")
-    records, problems = [], []
-    for index, benchmark in enumerate(data["benchmarks"]):
-        record = (benchmark.get("extra_info") or {}).get("record") if isinstance(benchmark, dict) else None
-        if record is None:
-            continue
-        try:
-            records.append(Record.from_json(record))
-        except RecordError as trouble:
-            problems.append(f"benchmark {index} ({benchmark.get('name')}): {trouble}")
-    if problems:
-        raise UsageError(f"{source} has unusable records; nothing was written:\n  " + "\n  ".join(problems))
-    machine = data.get("machine_info", {})
+    records = benchmark_records(data, source)
+    machine = data.get("machine_info") or {}
     recorded = next((r.env for r in records if r.env.get("cpu_cores")), {})
     env = {
         "host": machine.get("node"),
@@ -89,6 +79,66 @@ def load_source(source: Path) -> Source:
         "command_line": "pytest --benchmark-only",
     }
     return Source(current_records(records), env, source.parent / (source.stem + "-report"))
+
+
+# What each kind of results folder holds, to name a folder that is not a run.
+STUDY_MARKERS = {
+    "profile.json": "a profile (`bench profile`; its report is profile.md)",
+    "gradient_flow.json": "a gradient-flow study (`bench gradient-flow`; its report is gradient_flow.md)",
+    "scaling.jsonl": "a scaling study (`bench scale`; its report is scaling.md)",
+}
+
+
+def check_run_folder(folder: Path) -> None:
+    """UsageError unless `folder` is a run (a plan.json or a results.jsonl of `bench run`), naming what it is."""
+    results = folder / "results.jsonl"
+    if results.exists() and not results.is_file():
+        raise UsageError(f"{folder} is not a readable run: its results.jsonl is not a file")
+    if (folder / "plan.json").is_file() or results.is_file():
+        return
+    held = next((what for marker, what in STUDY_MARKERS.items() if (folder / marker).exists()), None)
+    raise UsageError(
+        f"{folder} is not a run folder (no plan.json or results.jsonl)"
+        + (f": it holds {held}" if held else "")
+        + "; give a folder made by `bench run`, its results.jsonl, or a pytest-benchmark JSON file"
+    )
+
+
+def benchmark_records(data, source: Path) -> list[Record]:
+    """The records of a pytest-benchmark JSON file (each benchmark of tests/benchmarks carries its record in
+    extra_info.record), after one check of its shape: UsageError naming every unusable entry."""
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise UsageError(f"{source} is neither a run directory, a results.jsonl nor a pytest-benchmark JSON file")
+    problems = [
+        f"{name} must be an object, got {type(data[name]).__name__}"
+        for name in ("machine_info", "commit_info")
+        if data.get(name) is not None and not isinstance(data[name], dict)
+    ]
+    cpu = (data.get("machine_info") or {}).get("cpu") if isinstance(data.get("machine_info"), dict) else None
+    if cpu is not None and not isinstance(cpu, dict):
+        problems.append(f"machine_info.cpu must be an object, got {type(cpu).__name__}")
+    if not data["benchmarks"]:
+        problems.append("benchmarks is empty: there is nothing to report")
+    records = []
+    for index, benchmark in enumerate(data["benchmarks"]):
+        if not isinstance(benchmark, dict):
+            problems.append(f"benchmark {index}: must be an object, got {type(benchmark).__name__}")
+            continue
+        where = f"benchmark {index} ({benchmark.get('name')})"
+        extra = benchmark.get("extra_info")
+        if not isinstance(extra, dict):
+            got = "none" if extra is None else type(extra).__name__
+            problems.append(f"{where}: extra_info must be an object holding the record, got {got}")
+        elif extra.get("record") is None:
+            problems.append(f"{where}: no extra_info.record (not a benchmark of this project's tests/benchmarks)")
+        else:
+            try:
+                records.append(Record.from_json(extra["record"]))
+            except RecordError as trouble:
+                problems.append(f"{where}: {trouble}")
+    if problems:
+        raise UsageError(f"{source} has unusable entries; nothing was written:\n  " + "\n  ".join(problems))
+    return records
 
 
 def _read_json(path: Path):
@@ -106,7 +156,7 @@ def write_report(source: Path, out: Path | None = None) -> Report:
     out = Path(out) if out else loaded.out
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     plot_files = []
     if records:
         from .plots import write_plots
@@ -114,22 +164,20 @@ def write_report(source: Path, out: Path | None = None) -> Report:
         plot_files = write_plots(records, out)
     markdown, console = render_markdown(records, env, plot_files, loaded)
     write_csv(records, out / "summary.csv")
-    (out / "report.md").write_text(markdown, encoding="utf-8")
+    write_text(out / "report.md", markdown)
     from .html import run_page
 
-    (out / "report.html").write_text(run_page(records, env, f"Benchmark report: {Path(source).name}"), encoding="utf-8")
+    write_text(out / "report.html", run_page(records, env, f"Benchmark report: {Path(source).name}"))
     return Report(out / "report.md", console)
 
 
 def write_csv(records: list[Record], path: Path) -> None:
     env_fields = ("framework_version", "device_name", "intra_op_threads", "inter_op_threads", "git_commit")
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)])
-        for r in records:
-            writer.writerow(
-                [_csv_value(getattr(r, f)) for f in RECORD_FIELDS] + [_csv_value(r.env.get(f)) for f in env_fields]
-            )
+    rows = [
+        [_csv_value(getattr(r, f)) for f in RECORD_FIELDS] + [_csv_value(r.env.get(f)) for f in env_fields]
+        for r in records
+    ]
+    atomic.write_csv(path, [*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)], rows)
 
 
 def _csv_value(value):

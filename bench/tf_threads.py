@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from implementations import is_installed
 
-    from .provenance import write_json_atomic
+    from .atomic import write_json
 
     if not is_installed("keras-tensorflow"):
         print("keras-tensorflow is not installed: nothing to measure", file=sys.stderr)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out or f"results/tf-threads/{datetime.date.today():%Y%m%d}-cpu")
     data = measure(out)
-    write_json_atomic(out / "tf_threads.json", data)
+    write_json(out / "tf_threads.json", data)
     (out / "tf_threads.md").write_text(render(data))
     print(render(data))
     return 0

@@ -190,7 +190,7 @@ def test_keras_on_jax_is_profiled_by_stage_and_its_missing_categories_are_said(t
     [
         (["profile", "resnet9000"], "unknown model"),
         (["profile", "resnet8_cifar", "--frameworks", "mxnet"], "valid frameworks: torch, keras-tensorflow, keras-jax"),
-        (["profile", "resnet8_cifar", "--windows", "3"], "--windows must be 6-100"),
+        (["profile", "resnet8_cifar", "--windows", "3"], "windows on the command line must be between 6 and 1000"),
         (["gradient-flow", "--depths", "21"], "6n+2"),
     ],
 )

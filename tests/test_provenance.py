@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench import provenance
+from bench.atomic import write_json
 from bench.cli import main
-from bench.provenance import git_state, stamp, write_json_atomic
+from bench.provenance import git_state, stamp
 
 SMOKE = ["run", "--preset", "smoke", "--frameworks", "torch", "--modes", "infer", "--no-report"]
 
@@ -104,9 +105,9 @@ def test_a_segment_still_running_has_no_end_and_a_killed_one_stays_so():
 
 def test_env_json_is_replaced_atomically(tmp_path):
     path = tmp_path / "env.json"
-    write_json_atomic(path, {"a": 1})
+    write_json(path, {"a": 1})
     with pytest.raises(TypeError):
-        write_json_atomic(path, {"a": object()})  # fails while writing: the old file stays whole
+        write_json(path, {"a": object()})  # fails while writing: the old file stays whole
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["env.json"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from tabulate import tabulate
 from implementations import get_spec
 from implementations.lowering import lower, stage_costs
 
+from ..atomic import save_figure, write_csv, write_text
 from ..tables import sig3
 from .categories import CATEGORIES
 
@@ -159,14 +159,9 @@ def write_profile_report(data: dict, out: Path) -> Path:
     plot = _plot(results, train, out)
     if plot:
         lines += [f"![stage time per engine]({plot.name})", ""]
-    with (out / "profile.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["engine", "stage", "forward_ms", "backward_ms", "total_ms", "total_low_ms", "total_high_ms",
-                         "saved_activation_bytes"])  # fmt: skip
-        writer.writerows(csv_rows)
-    path = out / "profile.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    write_csv(out / "profile.csv", ["engine", "stage", "forward_ms", "backward_ms", "total_ms", "total_low_ms",
+                                    "total_high_ms", "saved_activation_bytes"], csv_rows)  # fmt: skip
+    return write_text(out / "profile.md", "\n".join(lines) + "\n")
 
 
 def _stage_section(results, train, batch, csv_rows) -> list[str]:
@@ -351,6 +346,6 @@ def _plot(results, train, out: Path) -> Path | None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
     path = out / "stage_times.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

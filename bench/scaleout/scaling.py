@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -113,9 +114,10 @@ def _run(commands: list[tuple[list[str], dict]], log: Path, timeout_s: float) ->
             processes.append(subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                               start_new_session=True))  # fmt: skip
         timed_out = False
+        deadline = time.monotonic() + timeout_s  # one limit for the whole job, however many processes it has
         for process in processes:
             try:
-                process.wait(timeout=timeout_s)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 timed_out = True
                 break
@@ -229,16 +231,23 @@ def _record(base: ScaleRecord, results: list[dict], engine: str) -> ScaleRecord:
 
 def run_scaling(request: ScaleRequest, out: Path, say=print) -> list[ScaleRecord]:
     """Every engine x model x replica count, one record each (appended to scaling.jsonl as measured)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale_request.json").write_text(json.dumps(asdict(request), indent=1))
+    from ..atomic import WriteError, append_bytes, ensure_dir, write_json
+
+    ensure_dir(out)
+    write_json(out / "scale_request.json", asdict(request), indent=1)
     records = []
     for model in request.models:
         for engine in request.engines:
             for replicas in sorted(request.replicas):
                 say(f"{engine} {model} x{replicas} ...")
                 record = measure(engine, model, replicas, request, out)
-                with (out / "scaling.jsonl").open("a") as handle:
-                    handle.write(json.dumps(record.to_json()) + "\n")
+                line = json.dumps(record.to_json())
+                try:
+                    append_bytes(out / "scaling.jsonl", (line + "\n").encode())
+                except OSError as error:
+                    print(line, file=sys.stderr, flush=True)
+                    raise WriteError(f"cannot write to {out / 'scaling.jsonl'}: {error.strerror or error}; the record "
+                                     "above was measured but not saved") from None  # fmt: skip
                 say(f"  {record.status}: " + (f"{record.throughput_img_s:.4g} img/s" if record.status == "ok"
                                               else record.error or ""))  # fmt: skip
                 records.append(record)

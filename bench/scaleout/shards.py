@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..atomic import ensure_dir, write_bytes
 from ..config import Plan, UsageError, order_configs
 from ..records import Record, RunStore, current_records, read_results
 
@@ -100,7 +101,7 @@ def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, lis
     records.sort(key=lambda r: rank[r.config])
     if (out / "results.jsonl").exists():
         raise UsageError(f"{out} already holds a run; give a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     store = RunStore(out)
     store.write_json("plan.json", whole.to_dict())
     first_env = json.loads((shards[0] / "env.json").read_text()) if (shards[0] / "env.json").exists() else {}
@@ -109,6 +110,6 @@ def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, lis
         "merged_from": [{"folder": str(f), "shard": p.shard["index"], **hardware_of(f)} for f, p in zip(shards, plans)],
         "merge_warnings": warnings,
     })  # fmt: skip
-    for record in records:
-        store.append(record)
+    # results.jsonl last and whole: a merge stopped by a write error leaves no run to refuse a second try
+    write_bytes(store.results, "".join(json.dumps(r.to_json()) + "\n" for r in records).encode("utf-8"))
     return whole, records, warnings
