@@ -361,8 +361,10 @@ def _kind(path: Path) -> str:
 
 
 def load_run(path: Path, role: str) -> LoadedRun:
-    """A run to compare. A folder that is not a run, or a results.jsonl that is not a regular file (a link
-    to /dev/null, a pipe), is not read: it loads as no records, with the reason the gate fails on."""
+    """A run to compare. A folder that is not a run at all (no plan.json, no results.jsonl: empty, a profile, a
+    scaling study) is refused (UsageError, exit 2). A run that recorded nothing, or a results.jsonl that is not
+    a regular file (a link to /dev/null, a pipe), is not read: it loads as no records, with the reason the gate
+    fails on (exit 1)."""
     from .report import load_source
 
     path = Path(path)
@@ -371,11 +373,9 @@ def load_run(path: Path, role: str) -> LoadedRun:
     results = path / "results.jsonl" if path.is_dir() else (path if path.suffix == ".jsonl" else None)
     if results is not None:
         if not results.exists() and not results.is_symlink():
-            what = (
-                "a run that recorded nothing (a plan.json, no results.jsonl)"
-                if (path / "plan.json").exists()
-                else "not a run folder (no results.jsonl, no plan.json)"
-            )
+            if not (path / "plan.json").exists():
+                load_source(path)  # not a run folder at all: refused (exit 2), nothing written
+            what = "a run that recorded nothing (a plan.json, no results.jsonl)"
             return LoadedRun(path, [], {}, (f"the {role} {path} is {what}",))
         if not results.exists() or not stat.S_ISREG(results.stat().st_mode):  # a dangling link, /dev/null, a pipe
             return LoadedRun(path, [], {}, (f"the {role}'s {results} is not a regular file ({_kind(results)})",))

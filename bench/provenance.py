@@ -146,7 +146,10 @@ def timed(path: Path, env: dict, work) -> int:
         record.undo()
         raise
     except BaseException as error:
-        record.close(outcome_of(None, error))
+        try:
+            record.close(outcome_of(None, error))
+        except OSError as closing:  # a full disk: the error that stopped the work is the one to report
+            print(f"warning: {closing}; env.json keeps this segment open", file=sys.stderr)
         raise
     record.close(outcome_of(code))
     return code

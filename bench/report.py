@@ -164,10 +164,10 @@ def write_report(source: Path, out: Path | None = None) -> Report:
         plot_files = write_plots(records, out)
     markdown, console = render_markdown(records, env, plot_files, loaded)
     write_csv(records, out / "summary.csv")
-    write_text(out / "report.md", markdown)
     from .html import run_page
 
     write_text(out / "report.html", run_page(records, env, f"Benchmark report: {Path(source).name}"))
+    write_text(out / "report.md", markdown)  # last: a report.md on disk means the rest was written
     return Report(out / "report.md", console)
 
 

@@ -116,7 +116,6 @@ def _dev_null(folder: Path) -> None:
     [
         (_empty, "the baseline has no successful measurement (0 record(s))"),
         (_only_errors, "the baseline has no successful measurement (2 record(s): 2 error)"),
-        (_profile_folder, "is not a run folder (no results.jsonl, no plan.json)"),
         (_dev_null, "results.jsonl is not a regular file (a link to /dev/null)"),
     ],
 )
@@ -127,19 +126,29 @@ def test_a_baseline_that_measured_nothing_fails_the_gate(tmp_path, capsys, make_
     assert code == 1 and "regression gate FAILED" in err and reason in err and "Traceback" not in err
 
 
+def test_a_baseline_that_is_not_a_run_is_refused_before_the_gate(tmp_path, capsys):
+    _profile_folder(tmp_path / "a")
+    write_run(tmp_path / "b", pair("resnet20_cifar", 2, BASE, FASTER, "b1"))
+    code, _, err = compare(tmp_path, capsys, "--fail-on-regression", "5")
+    assert code == 2 and "is not a run folder" in err and "Traceback" not in err
+    assert not (tmp_path / "b" / "compare.md").exists()
+
+
 def test_a_candidate_folder_that_cannot_be_written_fails_after_the_gate_is_decided(tmp_path, capsys, monkeypatch):
     write_run(tmp_path / "a", pair("resnet20_cifar", 2, BASE, FASTER, "a1"))
     candidate = write_run(tmp_path / "b", pair("resnet20_cifar", 2, BASE, FASTER, "b1"))
     candidate.chmod(0o555)
     if os.access(candidate, os.W_OK):  # root writes into a read-only folder: refuse as the file system would
-        real = pathlib.Path.write_text
+        import bench.atomic
 
-        def write_text(self, *args, **kwargs):
-            if self.parent == candidate:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self, *args, **kwargs)
+        real = bench.atomic.write_text
 
-        monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+        def write_text(path, *args, **kwargs):
+            if pathlib.Path(path).parent == candidate:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(bench.atomic, "write_text", write_text)
     try:
         code, out, err = compare(tmp_path, capsys, "--fail-on-regression", "5")
     finally:

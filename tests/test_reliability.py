@@ -593,7 +593,7 @@ def test_report_on_a_full_disk_exits_1_and_leaves_the_earlier_report_whole(tmp_p
         assert "cannot write" in err and "No space left on device" in err and "Traceback" not in err
         assert_whole(run)
         changed = {name for name, data in folder_state(run).items() if before.get(name) != data}
-        assert changed <= {name for name in before if name.endswith(".png")} | {"summary.csv"}  # whole new files
+        assert changed <= {name for name in before if name.endswith(".png")} | {"summary.csv", "report.html"}  # whole
         assert folder_state(run)["report.md"] == before["report.md"]  # the last one written: never half of it
 
 
@@ -605,14 +605,17 @@ def test_resume_on_a_full_disk_exits_1_and_leaves_no_half_record(tmp_path, monke
     (run / "results.jsonl").write_bytes(b"".join(lines[:-1]))  # stopped before its last record
     before = folder_state(run)
     monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
-    monkeypatch.setattr(bench.atomic, "_write", FullDisk(0))  # the record's line: half written, then ENOSPC
+    # env.json's open segment goes through; the record's line is half written, then ENOSPC, and so is env.json's
+    # closing write (its open segment stays: the run was not finished).
+    monkeypatch.setattr(bench.atomic, "_write", FullDisk(1))
     assert main(["run", "--resume", str(run), "--no-report"]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and f"--resume {run}" in err
     after = folder_state(run)
     assert after["results.jsonl"] == before["results.jsonl"]  # cut back to the last whole record
-    assert {k: v for k, v in after.items() if not k.startswith("worker-")} == {
-        k: v for k, v in before.items() if not k.startswith("worker-")
+    assert json.loads(after["env.json"])["segments"][-1]["outcome"] == "running"
+    assert {k: v for k, v in after.items() if not k.startswith("worker-") and k != "env.json"} == {
+        k: v for k, v in before.items() if not k.startswith("worker-") and k != "env.json"
     }
 
 
@@ -715,7 +718,7 @@ def test_scale_on_a_full_disk_exits_1_with_whole_files_only(tmp_path, monkeypatc
     counter = FullDisk(10**9)
     monkeypatch.setattr(bench.atomic, "_write", counter)
     assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
-    assert counter.calls == 6  # env.json, scale_request.json, 2 records, scaling.csv, scaling.md
+    assert counter.calls == 7  # env.json (open, then closed), scale_request.json, 2 records, scaling.csv, scaling.md
     for room in range(counter.calls):
         out = tmp_path / f"full-{room}"
         monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
