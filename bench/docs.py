@@ -192,6 +192,34 @@ def _comparisons(sources: Sources, run: str, filters: dict) -> list[tuple]:
     return found
 
 
+@figure("findings-table")
+def findings_table(sources: Sources, run: str, top: str = "6") -> str:
+    """The run's ranked findings (findings.py) as a table: cell, verdict with its interval, and why."""
+    from .findings import findings
+
+    found = findings(sources.run(run))
+    rows = ["| configuration | verdict [95% interval] | why (measured in the same run) |", "|---|---|---|"]
+    for finding in found.decided[: int(top)]:
+        speed = finding.sentence().replace("**", "").split(": ", 1)[1]
+        rows.append(
+            f"| {finding.model} {finding.section}, b={finding.batch} | {speed} | {'; '.join(finding.evidence)} |"
+        )
+    if found.same:
+        rows.append(f"| {len(found.same)} more | same within noise | — |")
+    if found.not_called:
+        rows.append(f"| {len(found.not_called)} more | below the 5% margin: not called | — |")
+    return "\n".join(rows)
+
+
+@figure("wall")
+def wall(sources: Sources, run: str) -> str:
+    """A run's wall time from its env.json ('7 min 12 s')."""
+    env = sources.json(f"results/runs/{run}/env.json")
+    if env.get("wall_s") is None:
+        raise FigureError(f"results/runs/{run}/env.json records no wall_s")
+    return duration(env["wall_s"])
+
+
 @figure("ratio-table")
 def ratio_table(sources: Sources, run: str, mode: str, **filters) -> str:
     """The report's comparison table of one mode: one row per model, one column per batch."""
