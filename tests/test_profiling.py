@@ -1,5 +1,5 @@
 """Profiling: the stage split adds up, stage sub-models chain to the whole model, the operator mapping,
-the gradient recorder in both engines, and `bench profile` end to end on a tiny network."""
+and `bench profile` end to end on a tiny network (gradient flow: tests/test_gradient_flow.py)."""
 
 import json
 import subprocess
@@ -115,28 +115,6 @@ def test_operator_names_of_both_profilers_map_to_one_vocabulary():
     assert len(set(CATEGORIES)) == 9
 
 
-def test_the_gradient_recorder_gives_the_same_norms_in_every_engine(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
-    from bench.profiling.run import GradientFlowRequest, run_engine
-    from implementations import is_installed
-
-    request = GradientFlowRequest(models=("resnet8_cifar", "plain8_cifar_nobn"), engines=(), batch_size=2, steps=1)
-    from dataclasses import asdict
-
-    engines = ("torch", "keras-tensorflow") + (("keras-jax",) if is_installed("keras-jax") else ())
-    results = {e: run_engine(e, "gradient_flow", asdict(request), tmp_path, 300) for e in engines}
-    assert all("error" not in r for r in results.values()), results
-    for name in request.models:
-        runs = [results[e]["models"][name] for e in results]
-        convs = sum(1 for layer in lower(get_spec(name)) if layer.op in (CONV, LINEAR))
-        assert all(len(r["layers"]) == convs and len(r["norms"]) == 2 for r in runs)
-        assert all(n > 0 for r in runs for step in r["norms"] for n in step)
-        for other in runs[1:]:  # every engine against PyTorch: the same weights and data
-            np.testing.assert_allclose(other["norms"][0], runs[0]["norms"][0], rtol=1e-4)
-            np.testing.assert_allclose(other["norms"][1], runs[0]["norms"][1], rtol=1e-3)  # after one SGD step
-
-
 def test_profile_end_to_end_on_a_tiny_network(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
@@ -199,24 +177,6 @@ def test_bad_profile_input_exits_2_naming_what_is_valid(arguments, message, caps
 
     assert main(arguments) == 2
     assert message in capsys.readouterr().err
-
-
-def test_gradient_flow_end_to_end_on_the_smallest_depth(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
-    out = tmp_path / "flow"
-    command = [sys.executable, "-m", "bench", "gradient-flow", "--depths", "8", "--steps", "1", "--batch-size", "2",
-               "--out", str(out)]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    text = (out / "gradient_flow.md").read_text()
-    for name in ("plain8_cifar", "resnet8_cifar", "plain8_cifar_nobn", "resnet8_cifar_nobn"):
-        assert f"| {name} " in text
-    assert "**plain, with BN**" in text and "He et al." in text and "keras-tensorflow agrees with torch" in text
-    rows = (out / "gradient_flow.csv").read_text().splitlines()
-    layers = sum(1 for layer in lower(get_spec("resnet8_cifar")) if layer.op in (CONV, LINEAR))
-    assert len(rows) == 1 + 2 * 4 * 2 * layers  # engines x networks x steps (init + 1) x layers
-    assert (out / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_every_engine_profiles_equal_work_per_stage(tmp_path):

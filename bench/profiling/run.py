@@ -91,12 +91,15 @@ def profile(request: ProfileRequest, out: Path, timeout_s: float = 900.0, say=pr
 
 @dataclass(frozen=True)
 class GradientFlowRequest:
+    """A gradient-flow study (bench/profiling/gradients.py): the networks, the engines, and the training recipe's
+    batches and steps every engine runs alike."""
+
     models: tuple[str, ...]
     engines: tuple[str, ...]
     batch_size: int = 32
     image_size: int = 32
     steps: int = 5
-    lr_scale: float = 1.0  # the learning rate is 0.01 x this (the harness's)
+    lr_scale: float = 1.0  # the learning rate is recipe.learning_rate(lr_scale)
     seed: int = 0
     threads: int = 0
 
