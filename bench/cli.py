@@ -365,7 +365,7 @@ def cmd_run(args) -> int:
         else:
             check_output_dir(RESULTS_DIR)
             store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{preset_name}")
-            hold(store.path)
+            hold(store.path, created=True)
         store.write_json("plan.json", plan.to_dict())
     env = host_env()
     if not (store.path / "env.json").exists():
@@ -495,7 +495,7 @@ def _new_folder(given: str | None, marker: str, what: str, kind: str, label: str
 
     if given is None:
         path = RunStore.create(RESULTS_DIR.parent / kind, label).path
-        hold(path)
+        hold(path, created=True)
         return path
     out = Path(given)
     hold(out)  # first: a folder being written is refused as such, whatever it holds yet
@@ -658,7 +658,7 @@ def cmd_scale(args) -> int:
     )  # fmt: skip
     out = _new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", args.device)
     out.mkdir(parents=True, exist_ok=True)
-    _on_stop(lambda: f"{_lines(out / 'scaling.jsonl')} scaling records kept in {out}; the job under way was "
+    _on_stop(lambda: f"{_lines(out / 'scaling.jsonl')} scaling record(s) kept in {out}; the job under way was "
                      "stopped and every rank with it")  # fmt: skip
     env = host_env()
     (out / "env.json").write_text(json.dumps(env, indent=2))

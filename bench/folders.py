@@ -65,9 +65,10 @@ def _describe(holder: dict) -> str:
 class FolderLock:
     """The flock on one folder's .lock, held by this process."""
 
-    def __init__(self, folder: Path, descriptor: int):
+    def __init__(self, folder: Path, descriptor: int, created: bool = False):
         self.folder = Path(folder)
         self.descriptor = descriptor
+        self.created = created  # made for this command: removed on release when nothing was written
 
     @property
     def path(self) -> Path:
@@ -85,24 +86,28 @@ class FolderLock:
                 os.unlink(self.path)
         os.close(self.descriptor)  # closing the last descriptor frees the flock
         self.descriptor = -1
+        if self.created:
+            with contextlib.suppress(OSError):  # only if empty (refused, or interrupted before any write)
+                self.folder.rmdir()
 
 
 _held: dict[Path, FolderLock] = {}
 
 
-def hold(folder: Path, say=None) -> FolderLock:
+def hold(folder: Path, say=None, created: bool | None = None) -> FolderLock:
     """Take FOLDER/.lock (the folder is created if need be) for this process; FolderBusy when a live
-    process holds it (this one too, through another descriptor: a folder has one writer)."""
+    process holds it (this one too, through another descriptor: a folder has one writer). A folder made
+    for the command (`created`: by this call unless told) is removed on release if it is still empty."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {folder}: {error.strerror or error}") from None
+    created = not folder.exists() if created is None else created
     path = folder / LOCK_NAME
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     for _ in range(20):
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed by a holder that released it meanwhile
+            continue
         except OSError as error:
             raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
         if fcntl is not None:
@@ -138,7 +143,7 @@ def hold(folder: Path, say=None) -> FolderLock:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
         os.fsync(descriptor)
-        lock = FolderLock(folder, descriptor)
+        lock = FolderLock(folder, descriptor, created)
         _held[folder.resolve()] = lock
         return lock
     raise UsageError(f"could not take {path}: it keeps being replaced")

@@ -124,9 +124,11 @@ def _die_with_parent() -> None:
 
 def guard() -> None:
     """In a child: end this process when its parent dies or changes, or when the root process is gone."""
-    expected = os.environ.pop(PARENT_ENV, None)  # only a direct child knows its parent's PID in advance
-    parent = int(expected) if expected else os.getppid()
     _die_with_parent()  # again, for a process not started by `start` (a rank, a submitit job)
+    parent = os.getppid()
+    launcher = os.environ.pop(PARENT_ENV, "")  # the PID of whoever called `start` (not inherited further)
+    if launcher.isdigit() and int(launcher) != parent and not alive(int(launcher)):
+        os._exit(1)  # it died before this process could watch it (a live one is an ancestor further up)
     root = os.environ.get(ROOT_ENV, "")
     root_pid = int(root.split(":")[0]) if root[:1].isdigit() else None
     check_root = root_pid is not None and ":" in root and os.path.isdir("/proc/self")
