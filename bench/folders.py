@@ -105,11 +105,14 @@ def hold(folder: Path, say=None, created: bool | None = None) -> FolderLock:
     for _ in range(20):
         try:
             folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"output directory {str(folder)!r} is not writable: {error.strerror or error}") from None
+        try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:  # the folder was removed by a holder that released it meanwhile
             continue
         except OSError as error:
-            raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+            raise UsageError(f"output directory {str(folder)!r} is not writable: {error.strerror or error}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
