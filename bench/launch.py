@@ -98,7 +98,8 @@ def _is(pid: int, identity: str) -> bool:
     return entry is not None and f"{pid}:{entry[1]}" == identity and entry[2] not in ("Z", "X")
 
 
-def _identity(pid: int) -> str | None:
+def identity(pid: int) -> str | None:
+    """The process as "PID:START" (START: clock ticks since boot), told apart from a later one with its PID."""
     entry = _stat(pid)
     return f"{pid}:{entry[1]}" if entry else None
 
@@ -177,7 +178,7 @@ def child_env(base: dict | None = None, **extra: str) -> dict:
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else ROOT
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault(ROOT_ENV, _identity(os.getpid()) or str(os.getpid()))
+    env.setdefault(ROOT_ENV, identity(os.getpid()) or str(os.getpid()))
     env.update(extra)
     return env
 

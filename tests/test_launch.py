@@ -33,9 +33,14 @@ def fake_env(**behaviour) -> dict:
     return dict(os.environ, CNN_BENCH_BACKEND="fake", CNN_BENCH_FAKE=json.dumps(behaviour), TF_CPP_MIN_LOG_LEVEL="2")
 
 
+ROOTS: dict[int, str] = {}  # PID -> "PID:START" of each process `start` made, as its children name it
+
+
 def start(*args, module="bench", env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or fake_env(),
-                            stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal)  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or fake_env(),
+                               stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal)  # fmt: skip
+    ROOTS[process.pid] = launch.identity(process.pid)
+    return process
 
 
 def command_line(pid: int) -> str:
@@ -45,8 +50,8 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def rooted_at(pid: int) -> list[int]:
-    """Live processes anywhere whose environment names `pid` as the harness's root (launch.ROOT_ENV)."""
+def rooted_at(identity: str) -> list[int]:
+    """Live processes anywhere whose environment names `identity` ("PID:START") as the harness's root."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and launch.alive(int(entry.name)):
@@ -54,7 +59,7 @@ def rooted_at(pid: int) -> list[int]:
                 environ = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(item.startswith(f"{launch.ROOT_ENV}={pid}:".encode()) for item in environ):
+            if f"{launch.ROOT_ENV}={identity}".encode() in environ:
                 found.append(int(entry.name))
     return found
 
@@ -77,11 +82,12 @@ def running(process: subprocess.Popen, module: str, count: int = 1) -> list[int]
 def check_stopped(process: subprocess.Popen, signum: int, below: list[int]) -> str:
     """After `signum`: the exit status a shell would report, no traceback, and no descendant left, neither
     one seen before the signal nor any other process that names it as its root. Its stderr."""
+    identity = ROOTS[process.pid]
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == EXIT[signum], stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     assert wait_until(lambda: not any(launch.alive(p) for p in below), 10), [command_line(p) for p in below]
-    assert wait_until(lambda: not rooted_at(process.pid), 10), [command_line(p) for p in rooted_at(process.pid)]
+    assert wait_until(lambda: not rooted_at(identity), 10), [command_line(p) for p in rooted_at(identity)]
     if signum != signal.SIGKILL:
         assert f"interrupted by {signal.Signals(signum).name}: " in stderr, stderr[-3000:]
     return stderr
@@ -199,24 +205,32 @@ def test_scale_stopped_by_sigterm_or_sigkill_leaves_neither_torchrun_nor_a_rank(
         deadline = time.time() + 240
         while len(seen) < len(processes) and time.time() < deadline:
             for signum, process in processes.items():
-                below = None if signum in seen else running(process, "bench.scaleout.replica_torch", count=3)
-                if below:  # torchrun (whose command names the module) and its two ranks
-                    ranks = [p for p in below if "torch.distributed.run" not in command_line(p)]
-                    leaders = [p for p in ranks if os.getsid(p) == p]  # where torchrun's process group misses them
+                below = [] if signum in seen else launch.descendants(process.pid)
+                ranks = [p for p in below if _is_rank(p)]
+                if len(ranks) == 2:
                     process.send_signal(signum)
-                    seen[signum] = below, ranks, leaders
+                    seen[signum] = below
             time.sleep(0.05)
         assert len(seen) == len(processes), {s.name: p.poll() for s, p in processes.items()}
         for signum, process in processes.items():
-            below, ranks, leaders = seen[signum]
-            stderr = check_stopped(process, signum, below)
-            assert len(ranks) == 2 and leaders == ranks
+            stderr = check_stopped(process, signum, seen[signum])
             if signum == signal.SIGTERM:
                 assert "1 scaling record(s) kept in" in stderr
     finally:
         for process in processes.values():
             process.kill()
             process.wait()
+
+
+def _is_rank(pid: int) -> bool:
+    """A DDP rank that torchrun has started (exec'd, not its fork) in a session of its own, where
+    torchrun's process group does not reach."""
+    line = command_line(pid)
+    try:
+        leader = os.getsid(pid) == pid
+    except OSError:
+        return False
+    return "bench.scaleout.replica_torch" in line and "torch.distributed.run" not in line and leader
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
