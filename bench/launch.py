@@ -11,8 +11,8 @@ first installs the child-side guard: a thread that ends the process when its par
 or when the harness's root process is gone (CNN_BENCH_ROOT names it, for processes several levels
 down: torchrun's ranks, a job started by submitit). Reaping walks /proc for the child's descendants by
 parent PID, whatever sessions they made for themselves (torchrun starts its ranks as session leaders,
-so its process group misses them), stops them all (so none can start another: torchrun with 64 ranks
-keeps spawning) and then kills them. The CLI reaps every live child on SIGTERM, SIGINT and SIGHUP (see
+so its process group misses them), stops them all (so none can start another: torchrun goes on
+starting ranks while it lives) and then kills them. The CLI reaps every live child on SIGTERM, SIGINT and SIGHUP (see
 `stop_signals`), a timeout reaps the child that ran out of time, and an exit reaps whatever is left.
 """
 
@@ -274,10 +274,7 @@ def run(command: list[str], *, timeout: float | None = None, env: dict | None = 
     process = start(command, env=env, **popen)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        reap(process)
-        raise
-    except BaseException:
+    except BaseException:  # TimeoutExpired, KeyboardInterrupt, Interrupted, ...
         reap(process)
         raise
     code = reap(process)
