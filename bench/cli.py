@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .atomic import WriteError
 from .config import (
     DEVICES,
     LAYOUTS,
@@ -24,6 +25,7 @@ from .config import (
     default_preset_name,
     load_preset,
 )
+from .config.options import MAX_CIFAR_DEPTH, check_command, require_cuda, span
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "runs"
 
@@ -39,7 +41,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list every model with parameters and GFLOPs, or one model by stage")
     models.add_argument("name", nargs="?", help="one model: its parameters, MACs and activations per stage")
-    models.add_argument("--image-size", type=int, default=None, help="input side in px (default 224; CIFAR family 32)")
+    models.add_argument("--image-size", help=f"input side in px, {span('models', 'image_size')} (default 224; CIFAR "
+                        "family 32)")  # fmt: skip
     models.add_argument("--json", action="store_true", help="print JSON records instead of a table")
 
     run = commands.add_parser("run", help="measure a sweep (default: the preset for the detected hardware)")
@@ -63,13 +66,22 @@ def make_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", help=f"{', '.join(DEVICES)} (auto: cuda if an NVIDIA GPU is found; default auto)")
     run.add_argument("--threads", help="CPU threads for each framework, at most the cores (default 0: all cores)")
-    run.add_argument("--warmup-steps", help="untimed steps after the first, 0-10000 (default: the preset's, 3 if none)")
+    run.add_argument("--warmup-steps", help=f"untimed steps after the first, {span('run', 'warmup_steps')} (default: the "
+                     "preset's, 3 if none)")  # fmt: skip
     run.add_argument(
-        "--windows", help="timed windows per engine, 6-1000 (six: the fewest with a 95%% interval; default 6)"
+        "--windows",
+        help=f"timed windows per engine, {span('run', 'windows')} (six: the fewest with a 95%% interval; default 6)",
     )
-    run.add_argument("--min-window-s", help="minimum seconds per timed window, 0-3600 (default: the preset's)")
-    run.add_argument("--max-window-steps", help="cap on steps per window (default 1000)")
-    run.add_argument("--timeout", dest="timeout_s", help="seconds allowed per configuration, 1-86400 (default 600)")
+    run.add_argument("--min-window-s", help=f"minimum seconds per timed window, {span('run', 'min_window_s')} (default: "
+                     "the preset's)")  # fmt: skip
+    run.add_argument("--max-window-steps", help=f"cap on steps per window, {span('run', 'max_window_steps')} (default "
+                     "1000)")  # fmt: skip
+    run.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        help=f"seconds allowed per configuration, {span('run', 'timeout_s')}: its preparation, timed windows and finish "
+        "together, past which it is recorded as a timeout (default 600; a worker's start-up is allowed as long again)",
+    )
     run.add_argument("--seed", help="seed of the synthetic inputs and the weights (default 0)")
     run.add_argument(
         "--no-tf32",
@@ -77,6 +89,14 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_false",
         default=None,
         help="disable TF32 in both frameworks (default: TF32 on in both)",
+    )
+    run.add_argument(
+        "--explain",
+        type=_on_off,
+        metavar="{on,off}",
+        default=None,
+        help="after each cell's windows, an untimed profiled pass gives each record its operator categories, which "
+        "the findings use to say what makes a gap (default on; off skips it)",
     )
     run.add_argument(
         "--max-batch",
@@ -108,21 +128,36 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="exit 1 if any throughput falls by more than PCT percent beyond the spread",
     )
+    compare.add_argument(
+        "--allow-other-hardware",
+        action="store_true",
+        help="let the gate judge runs whose CPU, cores, GPUs or framework versions differ (the output says which)",
+    )
     compare.add_argument("--out", help="write the comparison as Markdown to this file (default: RUN_B/compare.md)")
+    compare.add_argument("--html", action="store_true", help="also write the comparison as a page (compare.html)")
+
+    index = commands.add_parser("index", help="write results/index.html: every committed run and study")
+    index.add_argument("--root", default="results", help="the results folder (default results)")
 
     scale = commands.add_parser("scale", help="data-parallel scaling: img/s and efficiency at 1..N replicas")
     scale.add_argument("--models", default="resnet20_cifar", help="comma list of models (default resnet20_cifar)")
     scale.add_argument("--frameworks", default="torch,keras-tensorflow", help="torch and/or keras-tensorflow")
-    scale.add_argument("--replicas", default="1,2", help="comma list of replica counts; 1 is added (the baseline)")
-    scale.add_argument("--nodes", type=int, default=1, help="workers (TensorFlow multi-worker on localhost ports)")
-    scale.add_argument("--batch-size", type=int, default=8, help="batch per replica (default 8)")
-    scale.add_argument("--image-size", type=int, default=None, help="input side in px (default: the model's)")
-    scale.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    scale.add_argument("--windows", type=int, default=6, help="timed windows, 6-100 (default 6)")
-    scale.add_argument("--min-window-s", type=float, default=0.2, help="seconds per window (default 0.2)")
-    scale.add_argument("--timeout", type=float, default=600, help="seconds before a job is stopped (default 600)")
-    scale.add_argument("--kill-rank", type=int, help=argparse.SUPPRESS)  # fault injection for the tests
-    scale.add_argument("--hang-rank", type=int, help=argparse.SUPPRESS)
+    scale.add_argument("--replicas", default="1,2", help="comma list of replica counts, at most the cores on a CPU "
+                       "(the GPUs on cuda); 1 is added (the baseline)")  # fmt: skip
+    scale.add_argument("--nodes", default="1", help="workers (TensorFlow multi-worker on localhost ports)")
+    scale.add_argument(
+        "--batch-size", default="8", help=f"batch per replica, {span('scale', 'batch_size')} (default 8)"
+    )
+    scale.add_argument("--image-size", help=f"input side in px, {span('scale', 'image_size')} (default: the model's)")
+    scale.add_argument("--device", default="cpu", help=f"{span('scale', 'device')} (default cpu)")
+    scale.add_argument("--windows", default="6", help=f"timed windows, {span('scale', 'windows')} (default 6)")
+    scale.add_argument("--min-window-s", default="0.2",
+                       help=f"seconds per window, {span('scale', 'min_window_s')} (default 0.2)")  # fmt: skip
+    scale.add_argument("--timeout", dest="timeout_s", default="600",
+                       help=f"seconds allowed per job (one engine, model and replica count), "
+                       f"{span('scale', 'timeout_s')} (default 600)")  # fmt: skip
+    scale.add_argument("--kill-rank", help=argparse.SUPPRESS)  # fault injection for the tests
+    scale.add_argument("--hang-rank", help=argparse.SUPPRESS)
     scale.add_argument("--out", help="the folder to write (default: results/scaling/TIME)")
 
     merge = commands.add_parser("merge", help="merge the run folders of a sweep's shards into one run")
@@ -133,26 +168,57 @@ def make_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="where one model's step time goes: stages, step split, operators")
     profile.add_argument("model", help="a model name (see `python -m bench models`)")
     profile.add_argument("--frameworks", default="torch,keras-tensorflow", help="comma list of engines to profile")
-    profile.add_argument("--batch-size", type=int, default=None, help="default: 8 on a CPU, 64 on a GPU")
-    profile.add_argument("--mode", default="train", help=f"one of {', '.join(MODES)} (default train)")
-    profile.add_argument("--image-size", type=int, default=None, help="input side in px (default: the model's)")
-    profile.add_argument("--precision", default="fp32", help="fp32 or bf16 (default fp32)")
-    profile.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (default auto)")
+    profile.add_argument("--batch-size", help=f"{span('profile', 'batch_size')} (default: 8 on a CPU, 64 on a GPU)")
+    profile.add_argument("--mode", default="train", help=f"one of {span('profile', 'mode')} (default train)")
+    profile.add_argument("--image-size", help=f"input side in px, {span('profile', 'image_size')} (default: the "
+                         "model's)")  # fmt: skip
+    profile.add_argument("--precision", default="fp32", help=f"{span('profile', 'precision')} (default fp32)")
+    profile.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (default auto; cuda only "
+                         "where an NVIDIA GPU is found)")  # fmt: skip
     profile.add_argument("--stages", action="store_true", help="per-stage times and the step split")
     profile.add_argument("--ops", action="store_true", help="operator categories from the frameworks' profilers")
     profile.add_argument("--trace", action="store_true", help="save each framework's trace")
-    profile.add_argument("--windows", type=int, default=7, help="timed windows per function, 6-100 (default 7)")
-    profile.add_argument("--min-window-s", type=float, default=0.1, help="seconds per window, 0-60 (default 0.1)")
+    profile.add_argument("--windows", default="7",
+                         help=f"timed windows per function, {span('profile', 'windows')} (default 7)")  # fmt: skip
+    profile.add_argument("--min-window-s", default="0.1",
+                         help=f"seconds per window, {span('profile', 'min_window_s')} (default 0.1)")  # fmt: skip
     profile.add_argument("--out", help="the folder to write (default: results/profiles/TIME-MODEL-MODE)")
 
     flow = commands.add_parser("gradient-flow", help="gradient norm per layer: plain vs residual, with and without BN")
-    flow.add_argument("--depths", default="20,56,110", help="comma list of CIFAR depths 6n+2 (default 20,56,110)")
+    flow.add_argument("--depths", default="20,56,110", help="comma list of CIFAR depths 6n+2, at most "
+                      f"{MAX_CIFAR_DEPTH} (default 20,56,110)")  # fmt: skip
     flow.add_argument("--frameworks", default="torch,keras-tensorflow",
                       help="comma list of engines: torch, keras-tensorflow, keras-jax (opt-in: slow on a CPU)")  # fmt: skip
-    flow.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    flow.add_argument("--steps", type=int, default=5, help="SGD steps after initialisation, 0-100 (default 5)")
+    flow.add_argument("--batch-size", default="32",
+                      help=f"images per step, {span('gradient-flow', 'batch_size')} (default 32)")  # fmt: skip
+    flow.add_argument("--steps", default="5",
+                      help=f"SGD steps after initialisation, {span('gradient-flow', 'steps')} (default 5)")  # fmt: skip
     flow.add_argument("--out", help="the folder to write (default: results/gradient-flow/TIME)")
+
+    docs = commands.add_parser("docs", help="regenerate the figures README.md quotes from the committed results")
+    docs.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each figure that is stale")
+    docs.add_argument(
+        "--root", help="the checkout whose README.md, docs/*.md and results/ are read (default: this one)"
+    )
     return parser
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from on, off)")
+    return text == "on"
+
+
+def cmd_index(args) -> int:
+    from .atomic import write_text
+    from .html import index_page
+
+    root = Path(args.root)
+    if not (root / "runs").is_dir():
+        raise UsageError(f"--root {root} holds no runs/ folder")
+    path = write_text(root / "index.html", index_page(root))
+    print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,11 +234,14 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args(argv)
             commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                         "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
-                        "scale": cmd_scale}  # fmt: skip
+                        "scale": cmd_scale, "docs": cmd_docs, "index": cmd_index}  # fmt: skip
             return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file that could not be written (WriteError) or read: a message, never a traceback
+        print(f"error: {_os_message(error)}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Interrupted) as stop:
         return interrupted(stop)
     finally:
@@ -201,27 +270,34 @@ def interrupted(stop: BaseException, note: str | None = None) -> int:
     return 128 + signum
 
 
+def _os_message(error: OSError) -> str:
+    if isinstance(error, WriteError) or not error.filename:
+        return str(error)
+    return f"{error.filename}: {error.strerror or error}"
+
+
+def cmd_docs(args) -> int:
+    from .docs import ROOT, run_docs
+
+    root = Path(args.root) if args.root else ROOT
+    if not (root / "README.md").exists():
+        raise UsageError(f"--root {root} holds no README.md")
+    return run_docs(root, check=args.check)
+
+
 def cmd_models(args) -> int:
     from tabulate import tabulate
 
     from implementations import get_spec, list_models
     from implementations.lowering import flops_per_image, params_count
-    from implementations.specs import ModelNotFoundError, check_image_size
 
+    o = check_command("models", vars(args))
     if args.name is not None:
-        try:
-            spec = get_spec(args.name)
-        except ModelNotFoundError as error:
-            raise UsageError(str(error)) from None
-        return _model_stages(spec, args)
+        return _model_stages(get_spec(args.name), o["image_size"], args.json)
     rows = []
     for name in list_models():
         spec = get_spec(name)
-        size = spec.default_image_size if args.image_size is None or spec.family.endswith("_cifar") else args.image_size
-        try:
-            check_image_size(spec, size)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+        size = spec.default_image_size if o["image_size"] is None or spec.family.endswith("_cifar") else o["image_size"]
         rows.append(
             {
                 "name": name,
@@ -250,7 +326,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _model_stages(spec, args) -> int:
+def _model_stages(spec, size: int, as_json: bool) -> int:
     """One model's lowered layers summed per stage: where its parameters, MACs and activations are."""
     from dataclasses import asdict
 
@@ -258,13 +334,12 @@ def _model_stages(spec, args) -> int:
 
     from implementations.lowering import lower, stage_costs
 
-    size = spec.default_image_size if args.image_size is None else args.image_size
     try:
         layers = lower(spec, size)
     except ValueError as error:
         raise UsageError(str(error)) from None
     stages = stage_costs(layers)
-    if args.json:
+    if as_json:
         print(json.dumps({"model": spec.name, "image_size": size, "stages": [asdict(s) for s in stages]}, indent=2))
         return 0
     params, macs = sum(s.params for s in stages), sum(s.macs for s in stages)
@@ -303,7 +378,8 @@ def _given(args) -> dict:
     return {name: getattr(args, name) for name in PLAN_ARGUMENTS if getattr(args, name, None) is not None}
 
 
-def _options_from_args(args) -> tuple[str, dict]:
+def _options_from_args(args, local: bool = True) -> tuple[str, dict]:
+    """The preset's options overridden by the command line, checked; `local`: the run is on this machine."""
     if args.profile is not None:
         if args.preset is not None:
             raise UsageError("--profile is the old name of --preset: give one of them")
@@ -316,6 +392,8 @@ def _options_from_args(args) -> tuple[str, dict]:
     for key in ("frameworks", "models", "batch_sizes", "modes", "precisions", "image_size"):
         if key not in options:
             raise UsageError(f"the preset {preset_name!r} does not set {key} and the command line gave none")
+    if options.get("device") == "cuda" and local:
+        require_cuda()
     return preset_name, options
 
 
@@ -328,9 +406,8 @@ def _load_plan(store) -> Plan:
 
 def cmd_run(args) -> int:
     from .folders import hold
+    from .provenance import timed
     from .records import RunStore, host_env
-    from .report import write_report
-    from .runner import Runner, RunWriteError
 
     if args.resume:
         refused = sorted(_given(args))
@@ -345,6 +422,8 @@ def cmd_run(args) -> int:
             raise UsageError(f"{store.path} is not a run directory (no such folder)")
         hold(store.path)
         plan = _load_plan(store)
+        if store.results.exists() and not store.results.is_file():
+            raise WriteError(f"cannot write to {store.results}: it is not a file; the run's records go there")
     else:
         if args.retry_errors:
             raise UsageError("--retry-errors applies to --resume RUN_DIR only")
@@ -368,8 +447,14 @@ def cmd_run(args) -> int:
             hold(store.path, created=True)
         store.write_json("plan.json", plan.to_dict())
     env = host_env()
-    if not (store.path / "env.json").exists():
-        store.write_json("env.json", env)
+    return timed(store.path / "env.json", env, lambda: _measure(args, plan, store, env))
+
+
+def _measure(args, plan: Plan, store, env: dict) -> int:
+    """The run proper, from the printed plan to the report: its exit status."""
+    from .report import write_report
+    from .runner import Interrupted, Runner, RunWriteError
+
     _print_plan(plan, store)
     runner = Runner(plan, store, env)
     _on_stop(lambda: f"{len(store.records())} records kept in {store.path}; "
@@ -378,6 +463,8 @@ def cmd_run(args) -> int:
         runner.run(retry_errors=args.retry_errors)
         if plan.max_batch:
             runner.find_max_batches()
+    except (KeyboardInterrupt, Interrupted) as stop:  # here, so env.json records the exit status it gives
+        return interrupted(stop)
     except RunWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -444,52 +531,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs, gate_failures, ratio_consistency, render_comparison, render_consistency
-    from .report import load_source
+    from .compare import compare_command
 
     if args.fail_on_regression is not None and not 0 <= args.fail_on_regression < float("inf"):
         raise UsageError(f"--fail-on-regression must be a non-negative percentage, got {args.fail_on_regression}")
-    baseline = load_source(Path(args.run_a)).records
-    candidate = load_source(Path(args.run_b)).records
-    rows = compare_runs(baseline, candidate)
-    text = render_comparison(rows, args.run_a, args.run_b)
-    text += "\n\n" + render_consistency(ratio_consistency(baseline, candidate))
-    print(text)
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(args.run_b) if Path(args.run_b).is_dir() else Path(args.run_b).parent) / "compare.md"
+    return compare_command(
+        args.run_a, args.run_b, args.fail_on_regression, args.allow_other_hardware, args.out, args.html
     )
-    out.write_text(text + "\n")
-    if args.fail_on_regression is not None:
-        reasons = gate_failures(baseline, candidate, rows, args.fail_on_regression)
-        if reasons:
-            print("regression gate FAILED:\n- " + "\n- ".join(reasons), file=sys.stderr)
-            return 1
-        print(f"regression gate passed: {len(rows)} configuration(s) compared", file=sys.stderr)
-    return 0
-
-
-def _engines(text: str, supported: tuple[str, ...]) -> tuple[str, ...]:
-    from implementations.frameworks import canonical_framework
-
-    engines = []
-    for item in text.split(","):
-        try:
-            engine = canonical_framework(item.strip())
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        if engine not in supported:
-            raise UsageError(f"{engine} cannot be profiled yet; valid engines here: {', '.join(supported)}")
-        if engine not in engines:
-            engines.append(engine)
-    return tuple(engines)
 
 
 def _new_folder(given: str | None, marker: str, what: str, kind: str, label: str) -> Path:
     """The folder a study writes, locked for this process: --out, refused if it already holds one (its
-    `marker` file), cannot be written or is being written by another process; else a new time-stamped
-    folder under results/KIND/."""
+    `marker` file, written last), cannot be written or is being written by another process; else a new
+    time-stamped folder under results/KIND/."""
     from .folders import hold
     from .records import RunStore
 
@@ -522,69 +576,34 @@ def _build_whole(out: Path, marker: str, build) -> Path:
 
 
 def cmd_profile(args) -> int:
-    from implementations import get_spec
-    from implementations.specs import ModelNotFoundError, check_image_size
+    from .profiling.run import ProfileRequest, profile
 
-    from .config.options import resolve_device
-    from .profiling.run import PROFILED_ENGINES, ProfileRequest, profile
-
-    try:
-        spec = get_spec(args.model)
-    except ModelNotFoundError as error:
-        raise UsageError(str(error)) from None
-    device = resolve_device(args.device)
-    size = spec.default_image_size if args.image_size is None else args.image_size
-    try:
-        check_image_size(spec, size)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if args.mode not in MODES:
-        raise UsageError(f"unknown mode {args.mode!r}; valid modes: {', '.join(MODES)}")
-    if args.precision not in ("fp32", "bf16"):
-        raise UsageError(f"profile precision must be fp32 or bf16, got {args.precision!r}")
-    batch = args.batch_size if args.batch_size is not None else (64 if device == "cuda" else 8)
-    if not 1 <= batch <= MAX_BATCH_SIZE:
-        raise UsageError(f"--batch-size must be 1-{MAX_BATCH_SIZE}, got {batch}")
-    if not 6 <= args.windows <= 100:
-        raise UsageError(f"--windows must be 6-100 (an interval for each median needs six), got {args.windows}")
-    if not 0 <= args.min_window_s <= 60:
-        raise UsageError(f"--min-window-s must be 0-60, got {args.min_window_s}")
+    o = check_command("profile", vars(args))
     everything = not (args.stages or args.ops or args.trace)
     request = ProfileRequest(
-        model=spec.name, engines=_engines(args.frameworks, PROFILED_ENGINES), batch_size=batch, mode=args.mode,
-        image_size=size, precision=args.precision, device=device, stages=True, ops=everything or args.ops,
-        trace=everything or args.trace, windows=args.windows, min_window_s=args.min_window_s,
+        model=o["model"], engines=o["engines"], batch_size=o["batch_size"], mode=o["mode"],
+        image_size=o["image_size"], precision=o["precision"], device=o["device"], stages=True,
+        ops=everything or args.ops, trace=everything or args.trace, windows=o["windows"],
+        min_window_s=o["min_window_s"],
     )  # fmt: skip
-    out = _new_folder(args.out, "profile.json", "a profile", "profiles", f"{spec.name}-{args.mode}-{size}px")
+    out = _new_folder(args.out, "profile.md", "a profile", "profiles", f"{o['model']}-{o['mode']}-{o['image_size']}px")
     say = lambda text: print(text, file=sys.stderr, flush=True)
-    path = _build_whole(out, "profile.json", lambda folder: profile(request, folder, say=say))
+    path = _build_whole(out, "profile.md", lambda folder: profile(request, folder, say=say))
     print(path.read_text())
     print(f"profile: {path}")
     return 0
 
 
 def cmd_gradient_flow(args) -> int:
-    from implementations.specs import cifar_spec
+    from .profiling.run import GradientFlowRequest, gradient_flow, study_models
 
-    from .profiling.run import GRADIENT_FLOW_ENGINES, GradientFlowRequest, gradient_flow, study_models
-
-    try:
-        depths = tuple(int(d) for d in args.depths.split(","))
-        for depth in depths:
-            cifar_spec(depth)
-    except ValueError as error:
-        raise UsageError(f"--depths: {error}") from None
-    if not 1 <= args.batch_size <= 4096:
-        raise UsageError(f"--batch-size must be 1-4096, got {args.batch_size}")
-    if not 0 <= args.steps <= 100:
-        raise UsageError(f"--steps must be 0-100, got {args.steps}")
+    o = check_command("gradient-flow", vars(args))
     request = GradientFlowRequest(
-        models=study_models(depths), engines=_engines(args.frameworks, GRADIENT_FLOW_ENGINES),
-        batch_size=args.batch_size, steps=args.steps,
-    )  # fmt: skip
-    out = _new_folder(args.out, "gradient_flow.json", "a gradient-flow study", "gradient-flow", "cifar")
+        models=study_models(o["depths"]), engines=o["engines"], batch_size=o["batch_size"], steps=o["steps"]
+    )
+    out = _new_folder(args.out, "gradient_flow.md", "a gradient-flow study", "gradient-flow", "cifar")
     say = lambda text: print(text, file=sys.stderr, flush=True)
-    path = _build_whole(out, "gradient_flow.json", lambda folder: gradient_flow(request, folder, say=say))
+    path = _build_whole(out, "gradient_flow.md", lambda folder: gradient_flow(request, folder, say=say))
     print(path.read_text())
     print(f"gradient flow: {path}")
     return 0
@@ -597,6 +616,7 @@ def cmd_merge(args) -> int:
     from .report import write_report
     from .scaleout.shards import merge
 
+    check_command("merge", vars(args))
     out = Path(args.out)
     hold(out)  # creates OUT (empty but for its lock); a second merge into it stops here
     if (out / "results.jsonl").exists():
@@ -621,48 +641,30 @@ def cmd_merge(args) -> int:
 
 
 def cmd_scale(args) -> int:
-    from implementations import get_spec
-    from implementations.specs import ModelNotFoundError, check_image_size
 
+    from .atomic import ensure_dir
+    from .provenance import timed
     from .records import host_env
-    from .scaleout.scaling import STRATEGIES, ScaleRequest, run_scaling
+    from .scaleout.scaling import ScaleRequest, run_scaling
     from .scaleout.scaling_report import write_scaling_report
 
-    try:
-        models = tuple(get_spec(name.strip()).name for name in args.models.split(","))
-    except ModelNotFoundError as error:
-        raise UsageError(str(error)) from None
-    try:
-        replicas = tuple(sorted({1, *(int(n) for n in args.replicas.split(","))}))
-    except ValueError:
-        raise UsageError(f"--replicas takes a comma list of positive integers, got {args.replicas!r}") from None
-    if replicas[0] < 1:
-        raise UsageError(f"--replicas must be positive, got {args.replicas!r}")
-    if args.device not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be cpu or cuda, got {args.device!r}")
-    if args.nodes < 1 or (args.nodes > 1 and any(n not in (1, args.nodes) for n in replicas)):
-        raise UsageError("--nodes N runs one replica per worker: give --replicas N (1 is the baseline)")
-    if not 6 <= args.windows <= 100:
-        raise UsageError(f"--windows must be 6-100, got {args.windows}")
-    size = args.image_size
-    for name in models:
-        try:
-            check_image_size(get_spec(name), size or get_spec(name).default_image_size)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    o = check_command("scale", vars(args))
     request = ScaleRequest(
-        engines=_engines(args.frameworks, tuple(STRATEGIES)), models=models, replicas=replicas, nodes=args.nodes,
-        batch_per_replica=args.batch_size, image_size=size or get_spec(models[0]).default_image_size,
-        device=args.device, windows=args.windows, min_window_s=args.min_window_s, timeout_s=args.timeout,
-        kill_rank=args.kill_rank, hang_rank=args.hang_rank,
+        engines=o["engines"], models=o["models"], replicas=o["replicas"], nodes=o["nodes"],
+        batch_per_replica=o["batch_size"], image_size=o["image_size"], device=o["device"], windows=o["windows"],
+        min_window_s=o["min_window_s"], timeout_s=o["timeout_s"], kill_rank=o["kill_rank"],
+        hang_rank=o["hang_rank"],
     )  # fmt: skip
-    out = _new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", args.device)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(_new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", o["device"]))
     _on_stop(lambda: f"{_lines(out / 'scaling.jsonl')} scaling record(s) kept in {out}; the job under way was "
                      "stopped and every rank with it")  # fmt: skip
     env = host_env()
-    (out / "env.json").write_text(json.dumps(env, indent=2))
-    run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+
+    def measure() -> int:
+        run_scaling(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+        return 0
+
+    timed(out / "env.json", env, measure)
     path = write_scaling_report(out, env)
     print(path.read_text())
     print(f"scaling: {path}")

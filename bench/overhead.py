@@ -36,16 +36,17 @@ def _bare_torch(model_name: str, image_size: int, mode: str, layout: str):
     import time
 
     import torch
-    import torch.nn.functional as F
 
     from implementations import build
+
+    from .backends.torch_backend import loss_of, make_optimizer
 
     torch.manual_seed(0)
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     model = build(model_name, "torch", image_size=image_size).to(memory_format=memory_format)
     xs = [torch.randn(BATCH, 3, image_size, image_size).contiguous(memory_format=memory_format) for _ in range(INPUTS)]
     ys = [torch.randint(0, model.fc.out_features, (BATCH,)) for _ in range(INPUTS)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimizer = make_optimizer(model.parameters())
     model.train(mode == "train")
 
     def run(steps: int) -> float:
@@ -54,7 +55,7 @@ def _bare_torch(model_name: str, image_size: int, mode: str, layout: str):
             x, y = xs[i % INPUTS], ys[i % INPUTS]
             if mode == "train":
                 optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
+                loss_of(model(x), y).backward()
                 optimizer.step()
             else:
                 with torch.inference_mode():
@@ -67,16 +68,17 @@ def _bare_torch(model_name: str, image_size: int, mode: str, layout: str):
 def _bare_tensorflow(model_name: str, image_size: int, mode: str, layout: str):
     import time
 
-    import keras
     import tensorflow as tf
 
     from implementations import build
 
+    from .backends.keras_recipe import loss_function, make_optimizer
+
     model = build(model_name, "keras-tensorflow", image_size=image_size)
     xs = [tf.random.normal((BATCH, image_size, image_size, 3), seed=i) for i in range(INPUTS)]
     ys = [tf.random.uniform((BATCH,), 0, model.output_shape[-1], dtype=tf.int32, seed=i) for i in range(INPUTS)]
-    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = make_optimizer()
+    loss_fn = loss_function()
 
     @tf.function
     def train(x, y):
@@ -107,19 +109,20 @@ def _bare_jax(model_name: str, image_size: int, mode: str, layout: str):
     import time
 
     import jax
-    import keras
     import numpy as np
 
     from implementations import build
+
+    from .backends.keras_recipe import loss_function, make_optimizer
 
     model = build(model_name, "keras-jax", image_size=image_size)
     rng = np.random.default_rng(0)
     shape = (BATCH, image_size, image_size, 3)
     xs = [jax.numpy.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(INPUTS)]
     ys = [jax.numpy.asarray(rng.integers(0, model.output_shape[-1], BATCH, dtype=np.int32)) for _ in range(INPUTS)]
-    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    optimizer = make_optimizer()
     optimizer.build(model.trainable_variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_fn = loss_function()
 
     def compute_loss(trainable, non_trainable, x, y):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -184,7 +187,7 @@ def worker(framework: str) -> dict:
     from .monitors import ProcessMemory
     from .session import Session
     from .stats import median, paired_ratio
-    from .timing import window
+    from .timing import alternating, window
 
     settings = Settings(warmup_steps=3, windows=PAIRS, min_window_s=MIN_WINDOW_S)
     backend = get_backend(framework)
@@ -209,15 +212,14 @@ def worker(framework: str) -> dict:
             session.prepare()
             bare_layout, bare, bare_trial = _best_bare_loop(factory, model_name, image_size, mode, layouts)
             harness_rates, bare_rates = [], []
-            for pair in range(PAIRS):
-                # Alternate which goes first, so a drift within a pair favours neither.
-                for which in ("harness", "bare") if pair % 2 == 0 else ("bare", "harness"):
-                    if which == "harness":
-                        result = session.window()
-                        harness_rates.append(result["steps"] * BATCH / result["seconds"])
-                    else:
-                        steps = session.steps_per_window
-                        bare_rates.append(steps * BATCH / bare(steps))
+            # Alternate which goes first, so a drift within a pair favours neither.
+            for _, which in alternating(("harness", "bare"), PAIRS):
+                if which == "harness":
+                    result = session.window()
+                    harness_rates.append(result["steps"] * BATCH / result["seconds"])
+                else:
+                    steps = session.steps_per_window
+                    bare_rates.append(steps * BATCH / bare(steps))
             ratio = paired_ratio(bare_rates, harness_rates)
             layout = session.prepared.layout
             session.finish()
@@ -252,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     from tabulate import tabulate
 
     from implementations import is_installed
+
+    from .provenance import Segment, stamp
+
+    segment = Segment("python -m bench.overhead " + " ".join(sys.argv[1:] if argv is None else argv))
 
     root = Path(__file__).resolve().parent.parent
     all_results, rows = [], []
@@ -288,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Harness vs a hand-written loop, {PAIRS} alternating pairs of windows each, in one run:")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     if args.json:
-        Path(args.json).write_text(json.dumps(all_results, indent=2) + "\n")
+        from .atomic import write_json
+        from .records import host_env
+
+        env = stamp({**host_env(), "command_line": segment.command}, segment.closed())
+        write_json(Path(args.json), {"env": env, "results": all_results})
     return 0
 
 

@@ -6,10 +6,43 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import tables
+from .atomic import save_figure
 from .records import Record
 from .tables import MIB
 
-COLORS = {"torch": "#ee4c2c", "keras-tensorflow": "#ff8f00", "keras-jax": "#1f77b4"}
+# One colour and one marker per engine on every plot, PNG and HTML alike (html.ENGINE_STYLE).
+MARKERS = {"circle": "o", "square": "s", "diamond": "D", "triangle": "^"}
+
+# The question each plot answers, by file-name prefix: its caption in the report.
+CAPTIONS = {
+    "throughput_vs_batch": "Which engine moves more images per second, per model and batch? Median img/s; bars: "
+    "95% interval of the median (the windows' range with fewer than 6 windows). Batches are categories: no lines.",
+    "depth": "What does depth cost? Throughput and peak memory per depth at each family's largest batch; bars as above.",
+    "ratio_heatmap": "How much faster or slower is each engine than the baseline? Ratio of img/s; hatched cells are "
+    "not decided (same within noise, or below the margin).",
+    "memory_vs_batch": "How does peak memory grow with the batch? Each engine's peak per model and batch.",
+}
+
+
+def caption(path: Path) -> str:
+    for prefix, text in CAPTIONS.items():
+        if path.stem.startswith(prefix):
+            return text
+    return ""
+
+
+def _style(label: str) -> dict:
+    from .html import style
+
+    color, shape = style(label)
+    return {"color": color, "marker": MARKERS.get(shape, "o")}
+
+
+def _interval(r: Record) -> tuple[float, float]:
+    from .html import interval_of
+
+    low, high, _ = interval_of(r)
+    return r.throughput_img_s - low, high - r.throughput_img_s
 
 
 def _plt():
@@ -55,33 +88,27 @@ def _throughput_vs_batch(records, path: Path, tag: str) -> Path:
     models = tables.model_order(r.model for r in records)
     plt, fig, axes = _grid(len(models))
     for ax, model in zip(axes.flat, models):
-        series = defaultdict(list)
-        for r in records:
-            if r.model == model:
-                series[_label(r)].append((r.batch_size, r.throughput_img_s))
-        for label, points in sorted(series.items()):
-            points.sort()
-            ax.plot(
-                [b for b, _ in points],
-                [t for _, t in points],
-                marker="o",
-                label=label,
-                color=COLORS.get(label.split()[0]),
-            )
-        ax.set_xscale("log", base=2)
-        batches = sorted({b for points in series.values() for b, _ in points})
-        ax.set_xticks(batches, [str(b) for b in batches])
+        chosen = [r for r in records if r.model == model]
+        batches = sorted({r.batch_size for r in chosen})
+        labels = sorted({_label(r) for r in chosen})
+        for offset, label in enumerate(labels):
+            points = sorted((r.batch_size, r) for r in chosen if _label(r) == label)
+            xs = [batches.index(b) + (offset - (len(labels) - 1) / 2) * 0.15 for b, _ in points]
+            errors = list(zip(*(_interval(r) for _, r in points)))
+            ax.errorbar(xs, [r.throughput_img_s for _, r in points], yerr=errors, linestyle="none", capsize=2,
+                        label=label, **_style(label))  # fmt: skip
+        ax.set_xticks(range(len(batches)), [f"b={b}" for b in batches])
+        ax.set_xlim(-0.6, len(batches) - 0.4)
         ax.set_title(model, fontsize=9)
-        ax.set_xlabel("batch size", fontsize=8)
         ax.set_ylabel("img/s", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[len(models) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Throughput vs batch size ({tag})", fontsize=10)
+    fig.suptitle(f"Throughput per batch ({tag})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -95,10 +122,10 @@ def _depth(records, path: Path, tag: str) -> Path:
     for (family, label), members in sorted(families.items()):
         batch = max(r.batch_size for r in members)
         points = sorted((r.depth, r) for r in members if r.batch_size == batch)
-        style = dict(
-            marker="o", label=f"{family} {label} b={batch}", linestyle="-" if label.startswith("torch") else "--"
-        )
-        ax_t.plot([d for d, _ in points], [r.throughput_img_s for _, r in points], **style)
+        style = dict(_style(label), label=f"{family} {label} b={batch}", linestyle="-" if family == "resnet" else ":")
+        errors = list(zip(*(_interval(r) for _, r in points)))
+        ax_t.errorbar([d for d, _ in points], [r.throughput_img_s for _, r in points], yerr=errors, capsize=2,
+                      **style)  # fmt: skip
         memory = [(d, r.peak_memory_bytes) for d, r in points if r.peak_memory_bytes is not None]
         if memory:
             ax_m.plot([d for d, _ in memory], [m / MIB for _, m in memory], **style)
@@ -109,7 +136,7 @@ def _depth(records, path: Path, tag: str) -> Path:
     ax_t.legend(fontsize=6)
     fig.suptitle(f"Depth scaling at each family's largest batch ({tag})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -121,9 +148,12 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
     comparison = tables.compare_engines(records)
     if comparison is None or not comparison.ratios:
         return None
-    grids = {}
+    from matplotlib.patches import Rectangle
+
+    grids, decisions = {}, {}
     for other in tables.engine_order(records)[1:]:
         ratios = {(m, b): r.ratio for (e, m, b), r in comparison.ratios.items() if e == other}
+        decisions[other] = {(m, b): r.decided for (e, m, b), r in comparison.ratios.items() if e == other}
         if ratios:
             grids[other] = ratios
     if not grids:
@@ -149,7 +179,12 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
                 if value == value:
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+                    decided = decisions[other].get((models[i], batches[j]), False)
+                    ax.text(j, i, f"{value:.2f}" + ("" if decided else "\nnot decided"), ha="center", va="center",
+                            fontsize=7 if decided else 6, style="normal" if decided else "italic")  # fmt: skip
+                    if not decided:
+                        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.5",
+                                               linewidth=0))  # fmt: skip
         ax.set_xticks(range(len(batches)), [str(b) for b in batches], fontsize=7)
         ax.set_yticks(range(len(models)), models, fontsize=7)
         ax.tick_params(labelleft=index == 0)
@@ -158,7 +193,7 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
     fig.suptitle(f"Throughput ratio against {comparison.baseline} ({tag})", fontsize=9)
     bar = fig.colorbar(image, ax=list(axes.flat))
     bar.set_label(f"log2(engine / {comparison.baseline} img/s)", fontsize=7)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -168,24 +203,21 @@ def _memory_vs_batch(records, path: Path, tag: str) -> Path | None:
     if not with_memory:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    series = defaultdict(list)
-    for r in with_memory:
-        series[(r.model, _label(r))].append((r.batch_size, r.peak_memory_bytes / MIB))
-    for (model, label), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1])):
-        points.sort()
-        ax.plot(
-            [b for b, _ in points],
-            [m for _, m in points],
-            marker="o",
-            linestyle="-" if label.startswith("torch") else "--",
-            label=f"{model} {label}",
-        )
-    ax.set(xscale="log", xlabel="batch size", ylabel="peak memory (MiB)", title=f"Peak memory vs batch size ({tag})")
-    ax.set_xscale("log", base=2)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    groups = []
+    for model in tables.model_order(r.model for r in with_memory):
+        groups += [(model, b) for b in sorted({r.batch_size for r in with_memory if r.model == model})]
+    labels = sorted({_label(r) for r in with_memory})
+    for offset, label in enumerate(labels):
+        points = [(groups.index((r.model, r.batch_size)), r.peak_memory_bytes / MIB) for r in with_memory
+                  if _label(r) == label]  # fmt: skip
+        xs = [x + (offset - (len(labels) - 1) / 2) * 0.2 for x, _ in points]
+        ax.plot(xs, [m for _, m in points], linestyle="none", label=label, **_style(label))
+    ax.set_xticks(range(len(groups)), [f"{m} b={b}" for m, b in groups], rotation=35, ha="right", fontsize=7)
+    ax.set(ylabel="peak memory (MiB)", title=f"Peak memory per model and batch ({tag})")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -12,12 +12,12 @@ import json
 import os
 import platform
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .atomic import append_bytes, write_json
 from .config import Config, UsageError
+from .provenance import command_line, git_state
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 RETRYABLE = ("error", "timeout")  # what --retry-errors measures again
@@ -88,6 +88,9 @@ class Record:
     warmup_steady: bool | None = None
     window_rule: str | None = None
     layout_trial: dict | None = None  # PyTorch layout auto: both formats' rates and the verdict
+    # The explain pass after the windows (untimed): seconds per step by operator category, and what it cost.
+    op_categories: dict | None = None
+    explain_s: float | None = None
     unavailable: dict = field(default_factory=dict)  # field name -> why it was not measured
     env: dict = field(default_factory=dict)  # where and how it ran: host, framework versions, settings
     schema_version: int = SCHEMA_VERSION
@@ -231,8 +234,9 @@ def record_problems(record) -> list[str]:
     for name in ("env", "unavailable"):
         if name in record and not isinstance(record[name], dict):
             problems.append(f"{name} must be an object, got {type(record[name]).__name__}")
-    if record.get("layout_trial") is not None and not isinstance(record["layout_trial"], dict):
-        problems.append(f"layout_trial must be an object or null, got {type(record['layout_trial']).__name__}")
+    for name in ("layout_trial", "op_categories"):
+        if record.get(name) is not None and not isinstance(record[name], dict):
+            problems.append(f"{name} must be an object or null, got {type(record[name]).__name__}")
     return problems
 
 
@@ -355,10 +359,7 @@ class RunStore:
         results = read_results(self.results)
         if not results.torn_tail:
             return None
-        with self.torn.open("ab") as handle:
-            handle.write(results.torn_tail + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_bytes(self.torn, results.torn_tail + b"\n")
         size = self.results.stat().st_size
         os.truncate(self.results, size - len(results.torn_tail))
         return f"{results.torn_warning()}; moved to {self.torn.name}"
@@ -378,7 +379,7 @@ class RunStore:
         return list(read_results(self.results).records)
 
     def write_json(self, name: str, data) -> None:
-        (self.path / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_json(self.path / name, data)
 
     def read_json(self, name: str):
         return json.loads((self.path / name).read_text(encoding="utf-8"))
@@ -394,36 +395,12 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def _write_all(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    append_bytes(path, data)  # one write; cut back to the old length if it fails: never a half line
 
 
 def load_records(path: Path) -> list[Record]:
     """The valid records of a results.jsonl (tests and tools; report/compare/resume check the file first)."""
     return list(read_results(path).records)
-
-
-def git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except Exception:
-        return None
 
 
 def cpu_model() -> str:
@@ -437,7 +414,8 @@ def cpu_model() -> str:
 
 
 def host_env(argv: list[str] | None = None) -> dict:
-    """Where and how the run was made; framework details are added by each worker."""
+    """Where and how the run was made (the commit, and whether the tree outside results/ differed from it);
+    framework details are added by each worker, the start, end and wall time by `provenance.stamp`."""
     return {
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
@@ -445,6 +423,6 @@ def host_env(argv: list[str] | None = None) -> dict:
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "git_commit": git_commit(),
-        "command_line": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **git_state(),
+        "command_line": command_line(argv),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -11,12 +10,16 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import tables
+from . import atomic, findings, tables
+from .atomic import ensure_dir, write_text
 from .config import Config, Plan, UsageError
 from .records import RECORD_FIELDS, Record, RecordError, current_records, read_results
 from .tables import MIB, sig3
 
-P99_SAMPLES = 50  # fewer steps than this make a p99 little more than the largest sample
+# A p99 from n steps lies between the two largest of them when n < 100: below P99_MARKED steps it is marked
+# as little more than the slowest step, below P99_WITHHELD it is withheld (the slowest of a handful of steps).
+P99_MARKED = 100
+P99_WITHHELD = 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ def load_source(source: Path) -> Source:
     source = Path(source)
     if not source.exists():
         raise UsageError(f"{source} does not exist")
+    if source.is_dir():
+        check_run_folder(source)
     if source.is_dir() or source.suffix == ".jsonl":
         folder = source if source.is_dir() else source.parent
         results = read_results(folder / "results.jsonl" if source.is_dir() else source)
@@ -61,20 +66,8 @@ def load_source(source: Path) -> Source:
         env = _read_json(folder / "env.json") or {}
         return Source(current, env, folder, plan, missing, len(results.records) - len(current), warnings)
     data = _read_json(source)
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise UsageError(f"{source} is neither a run directory, a results.jsonl nor a pytest-benchmark JSON file")
-    records, problems = [], []
-    for index, benchmark in enumerate(data["benchmarks"]):
-        record = (benchmark.get("extra_info") or {}).get("record") if isinstance(benchmark, dict) else None
-        if record is None:
-            continue
-        try:
-            records.append(Record.from_json(record))
-        except RecordError as trouble:
-            problems.append(f"benchmark {index} ({benchmark.get('name')}): {trouble}")
-    if problems:
-        raise UsageError(f"{source} has unusable records; nothing was written:\n  " + "\n  ".join(problems))
-    machine = data.get("machine_info", {})
+    records = benchmark_records(data, source)
+    machine = data.get("machine_info") or {}
     recorded = next((r.env for r in records if r.env.get("cpu_cores")), {})
     env = {
         "host": machine.get("node"),
@@ -86,6 +79,66 @@ def load_source(source: Path) -> Source:
         "command_line": "pytest --benchmark-only",
     }
     return Source(current_records(records), env, source.parent / (source.stem + "-report"))
+
+
+# What each kind of results folder holds, to name a folder that is not a run.
+STUDY_MARKERS = {
+    "profile.json": "a profile (`bench profile`; its report is profile.md)",
+    "gradient_flow.json": "a gradient-flow study (`bench gradient-flow`; its report is gradient_flow.md)",
+    "scaling.jsonl": "a scaling study (`bench scale`; its report is scaling.md)",
+}
+
+
+def check_run_folder(folder: Path) -> None:
+    """UsageError unless `folder` is a run (a plan.json or a results.jsonl of `bench run`), naming what it is."""
+    results = folder / "results.jsonl"
+    if results.exists() and not results.is_file():
+        raise UsageError(f"{folder} is not a readable run: its results.jsonl is not a file")
+    if (folder / "plan.json").is_file() or results.is_file():
+        return
+    held = next((what for marker, what in STUDY_MARKERS.items() if (folder / marker).exists()), None)
+    raise UsageError(
+        f"{folder} is not a run folder (no plan.json or results.jsonl)"
+        + (f": it holds {held}" if held else "")
+        + "; give a folder made by `bench run`, its results.jsonl, or a pytest-benchmark JSON file"
+    )
+
+
+def benchmark_records(data, source: Path) -> list[Record]:
+    """The records of a pytest-benchmark JSON file (each benchmark of tests/benchmarks carries its record in
+    extra_info.record), after one check of its shape: UsageError naming every unusable entry."""
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise UsageError(f"{source} is neither a run directory, a results.jsonl nor a pytest-benchmark JSON file")
+    problems = [
+        f"{name} must be an object, got {type(data[name]).__name__}"
+        for name in ("machine_info", "commit_info")
+        if data.get(name) is not None and not isinstance(data[name], dict)
+    ]
+    cpu = (data.get("machine_info") or {}).get("cpu") if isinstance(data.get("machine_info"), dict) else None
+    if cpu is not None and not isinstance(cpu, dict):
+        problems.append(f"machine_info.cpu must be an object, got {type(cpu).__name__}")
+    if not data["benchmarks"]:
+        problems.append("benchmarks is empty: there is nothing to report")
+    records = []
+    for index, benchmark in enumerate(data["benchmarks"]):
+        if not isinstance(benchmark, dict):
+            problems.append(f"benchmark {index}: must be an object, got {type(benchmark).__name__}")
+            continue
+        where = f"benchmark {index} ({benchmark.get('name')})"
+        extra = benchmark.get("extra_info")
+        if not isinstance(extra, dict):
+            got = "none" if extra is None else type(extra).__name__
+            problems.append(f"{where}: extra_info must be an object holding the record, got {got}")
+        elif extra.get("record") is None:
+            problems.append(f"{where}: no extra_info.record (not a benchmark of this project's tests/benchmarks)")
+        else:
+            try:
+                records.append(Record.from_json(extra["record"]))
+            except RecordError as trouble:
+                problems.append(f"{where}: {trouble}")
+    if problems:
+        raise UsageError(f"{source} has unusable entries; nothing was written:\n  " + "\n  ".join(problems))
+    return records
 
 
 def _read_json(path: Path):
@@ -103,7 +156,7 @@ def write_report(source: Path, out: Path | None = None) -> Report:
     out = Path(out) if out else loaded.out
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     plot_files = []
     if records:
         from .plots import write_plots
@@ -111,19 +164,20 @@ def write_report(source: Path, out: Path | None = None) -> Report:
         plot_files = write_plots(records, out)
     markdown, console = render_markdown(records, env, plot_files, loaded)
     write_csv(records, out / "summary.csv")
-    (out / "report.md").write_text(markdown, encoding="utf-8")
+    from .html import run_page
+
+    write_text(out / "report.html", run_page(records, env, f"Benchmark report: {Path(source).name}"))
+    write_text(out / "report.md", markdown)  # last: a report.md on disk means the rest was written
     return Report(out / "report.md", console)
 
 
 def write_csv(records: list[Record], path: Path) -> None:
     env_fields = ("framework_version", "device_name", "intra_op_threads", "inter_op_threads", "git_commit")
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)])
-        for r in records:
-            writer.writerow(
-                [_csv_value(getattr(r, f)) for f in RECORD_FIELDS] + [_csv_value(r.env.get(f)) for f in env_fields]
-            )
+    rows = [
+        [_csv_value(getattr(r, f)) for f in RECORD_FIELDS] + [_csv_value(r.env.get(f)) for f in env_fields]
+        for r in records
+    ]
+    atomic.write_csv(path, [*RECORD_FIELDS, *(f"env_{f}" for f in env_fields)], rows)
 
 
 def _csv_value(value):
@@ -210,6 +264,9 @@ def render_markdown(
     if not records:
         out += ["No records yet.", ""] + _missing(loaded)
         return "\n".join(out) + "\n", "no records"
+    found = findings.findings(records)
+    out += findings.render(found, env.get("wall_s"))
+    console += findings.render(found, env.get("wall_s"), markdown=False) + [""]
     intro = len(out)  # the trust line goes here once every section is counted
     out += [
         "Throughput is the median of the timed windows (img/s, higher is better); `OOM`, `error`, `timeout` and",
@@ -238,7 +295,7 @@ def render_markdown(
         out += _latency(chosen) + _memory(chosen) + _utilization(chosen) + _first_step(chosen) + _depth_scaling(chosen)
         out += _kernel_variants(chosen)
     flags = tables.sanity_flags(records)
-    summary = trust_summary(verdicts, flags)
+    summary = trust_summary(verdicts, flags, len(records))
     out[intro:intro] = [f"**Trust**: {summary}", ""]
     out += _comparison_method() + _failures(records, loaded) + _missing(loaded) + _flags(flags)
     console += [f"trust: {summary}"] + _top_flags(flags)
@@ -246,7 +303,10 @@ def render_markdown(
         console.append(f"MISSING: {len(loaded.missing)} planned configuration(s) have no record (see report.md)")
     if plot_files:
         out += ["## Plots", ""]
-        out += [f"![{p.stem}]({p.name})" for p in plot_files]
+        from .plots import caption
+
+        for path in plot_files:
+            out += [f"![{path.stem}]({path.name})", "", f"*{caption(path)}*", ""]
         out.append("")
     return "\n".join(out) + "\n", "\n".join(console)
 
@@ -255,17 +315,32 @@ def _ok(records):
     return [r for r in records if r.status == "ok"]
 
 
-def trust_summary(verdicts: list, flags: list) -> str:
-    """One line: how many comparisons the intervals decide, how many are inside the noise, how many
-    cells a check flagged."""
-    decided = sum(1 for v in verdicts if v.decided)
-    no_interval = sum(1 for v in verdicts if v.low is None)
-    same = len(verdicts) - decided - no_interval
+def verdict_kind(ratio) -> str:
+    """Which of the trust line's four counts a ratio falls in."""
+    if ratio.low is None:
+        return "no interval"
+    if ratio.decided:
+        return "decided"
+    if ratio.low <= 1.0 <= ratio.high:
+        return "same"
+    return "below margin"
+
+
+def trust_summary(verdicts: list, flags: list, records: int | None = None) -> str:
+    """One line: how many comparisons the intervals decide, how many exclude 1 but not the margin, how
+    many hold 1, how many have no interval, and how many records a check flagged."""
+    counts = {kind: 0 for kind in ("decided", "below margin", "same", "no interval")}
+    for v in verdicts:
+        counts[verdict_kind(v)] += 1
     flagged = len({id(f.record) for f in flags})
-    text = f"{len(verdicts)} engine comparisons: {decided} decided, {same} same within noise"
-    if no_interval:
-        text += f", {no_interval} without an interval (fewer than 6 windows)"
-    return text + f"; {flagged} flagged record(s)"
+    of = f" of {records}" if records is not None else ""
+    if not verdicts:
+        return f"no engine comparison (one engine per cell); {flagged} flagged record(s){of}"
+    return (
+        f"{len(verdicts)} engine comparisons: {counts['decided']} decided, {counts['below margin']} below the "
+        f"{tables.NOISE_MARGIN:.0%} margin (not called), {counts['same']} same within noise, "
+        f"{counts['no interval']} without an interval (fewer than 6 windows); {flagged} flagged record(s){of}"
+    )
 
 
 def _top_flags(flags: list, limit: int = 5) -> list[str]:
@@ -275,11 +350,12 @@ def _top_flags(flags: list, limit: int = 5) -> list[str]:
     return lines + [f"  - {FLAG_KINDS_SHORT.get(f.kind, f.kind)}: {f.text}" for f in flags[:limit]]
 
 
-FLAG_KINDS_SHORT = {"cv": "noisy", "depth": "deeper but faster", "batch": "slower at a larger batch",
-                    "memory": "memory below bound", "warmup": "warm-up not steady"}  # fmt: skip
+FLAG_KINDS_SHORT = {"uncertain": "uncertain", "depth": "deeper but faster", "batch": "slower at a larger batch",
+                    "memory": "memory below bound"}  # fmt: skip
 
 
 def _comparison_method() -> list[str]:
+    margin = f"{tables.NOISE_MARGIN:.0%}"
     return [
         "## How engines are compared",
         "",
@@ -287,10 +363,13 @@ def _comparison_method() -> list[str]:
         "window each, the order reversed every pair. A cell's ratio is the median of the per-pair ratios (engine",
         "img/s over baseline img/s) and its 95% interval is the distribution-free interval for a median (order",
         "statistics of the pair ratios, binomial coverage; at least 6 pairs). Engines that ran one after the",
-        "other (a GPU) get the ratio of medians with the interval formed by each median's own interval. A",
-        f"difference is called only when the whole interval lies beyond {tables.NOISE_MARGIN:.0%} either way (the",
-        "run-to-run drift measured on our CPU): an interval holding 1 reads *same within noise*, one that excludes",
-        f"1 but not the {tables.NOISE_MARGIN:.0%} band reads *within the margin*.",
+        "other (a GPU) get the ratio of medians with the interval formed by each median's own interval.",
+        "",
+        f"A difference is called (*decided*) only when the whole interval lies beyond {margin} either way (the",
+        "run-to-run drift measured on our CPU). An interval that holds 1 reads *same within noise*. One that",
+        f"excludes 1 but reaches inside the {margin} band reads *not called (interval not beyond the {margin} margin)*:",
+        "its ratio is shown, but it is not a finding. The trust line counts the four cases apart: decided, below",
+        "the margin (not called), same within noise, and without an interval (fewer than 6 windows).",
         "",
     ]
 
@@ -313,18 +392,40 @@ def _layouts(records) -> list[str]:
                 continue
             trial = r.layout_trial
             nchw, nhwc = trial.get("channels_first_img_s"), trial.get("channels_last_img_s")
-            verdict = "" if trial.get("decided") else " (tie: default)"
+            if trial.get("ratio_low") is not None:  # a paired trial: NHWC over NCHW with its interval
+                low, high = trial["ratio_low"], trial["ratio_high"]
+                verdict = f" (NHWC/NCHW {trial['channels_last_over_channels_first']:.2f} [{low:.2f}-{high:.2f}])"
+            else:  # older runs: the all-rounds rule, whose undecided trials fell back to NCHW
+                verdict = "" if trial.get("decided") else " (undecided: NCHW by the old rule)"
             row.append(f"{short[r.layout_chosen]}{verdict}: {sig3(nchw)} / {sig3(nhwc)}")
         rows.append(row)
-    rule = tried[0].layout_trial.get("rule", "")
+    rules = list(dict.fromkeys(r.layout_trial.get("rule", "") for r in tried))
     return [
         "### PyTorch memory format (layout auto): chosen, and trial img/s NCHW / NHWC",
         "",
-        f"Rule: {rule}.",
+        *(f"Rule: {rule}." for rule in rules),
         "",
         _md(["model"] + [f"b={b}" for b in batches], rows),
         "",
     ]
+
+
+def latency_steps(record: Record) -> int | None:
+    """The per-step samples behind a record's percentiles (older records: their recorded step times)."""
+    if record.latency_samples is not None:
+        return record.latency_samples
+    return len(record.step_seconds) or None
+
+
+def p99_cell(record: Record) -> str:
+    steps = latency_steps(record)
+    if record.latency_ms_p99 is None:
+        return "—"
+    if steps is not None and steps < P99_WITHHELD:
+        return "—"
+    if steps is None or steps < P99_MARKED:
+        return sig3(record.latency_ms_p99) + "*"
+    return sig3(record.latency_ms_p99)
 
 
 def _latency(records) -> list[str]:
@@ -333,17 +434,35 @@ def _latency(records) -> list[str]:
         return []
     smallest = min(r.batch_size for r in ok)
     rows = []
-    for r in sorted(
+    shown = sorted(
         (r for r in ok if r.batch_size == smallest), key=lambda r: (tables.depth_key(r.model), tables.engine(r))
-    ):
-        samples = r.latency_samples
-        few = samples is not None and samples < P99_SAMPLES
-        p99 = sig3(r.latency_ms_p99) + (f" (n={samples})" if few else "")
-        rows.append([r.model, tables.engine(r), sig3(r.latency_ms_p50), p99, samples if samples is not None else "—"])
+    )
+    for r in shown:
+        steps = latency_steps(r)
+        rows.append([r.model, tables.engine(r), sig3(r.latency_ms_p50), p99_cell(r), steps if steps else "—"])
+    counts = [latency_steps(r) for r in shown if r.latency_ms_p99 is not None]
+    notes = []
+    marked = [n for n in counts if n is None or P99_WITHHELD <= n < P99_MARKED]
+    withheld = [n for n in counts if n is not None and n < P99_WITHHELD]
+    if marked:
+        known = sorted(n for n in marked if n is not None)
+        span = (
+            f"from {known[0]}-{known[-1]} steps" if len(set(known)) > 1 else (f"from {known[0]} steps" if known else "")
+        )
+        notes.append(
+            f"`*` p99 {span}{' (or an unknown count)' if None in marked else ''}: under {P99_MARKED} steps a p99 "
+            "lies between the two slowest steps, so read it as the slowest step, not a tail percentile"
+        )
+    if withheld:
+        notes.append(
+            f"`—` p99 withheld: from {' or '.join(str(n) for n in sorted(set(withheld)))} steps (under {P99_WITHHELD}) "
+            "it would be the slowest of a handful"
+        )
     return [
         f"### Latency at batch {smallest}",
         "",
-        f"Per-step times; a p99 backed by fewer than {P99_SAMPLES} steps is marked with its count.",
+        "Per-step times; steps: how many back the percentiles."
+        + ("".join(f" {n[0].upper()}{n[1:]}." for n in notes) if notes else ""),
         "",
         _md(["model", "engine", "p50 (ms)", "p99 (ms)", "steps"], rows),
         "",
@@ -438,23 +557,46 @@ def _utilization(records) -> list[str]:
 
 
 def _first_step(records) -> list[str]:
+    """Build and first step in columns of their own: a worker that keeps the model of its previous
+    configuration builds in milliseconds, so the first-step column alone compares across rows."""
     ok = _ok(records)
     if not ok:
         return []
     batches = sorted({r.batch_size for r in ok})
     by = defaultdict(dict)
     for r in ok:
-        by[(r.model, r.framework, r.layout)][r.batch_size] = r.first_step_s
-    rows = [
-        [model, framework, layout] + [sig3(points.get(b)) for b in batches]
-        for (model, framework, layout), points in sorted(
-            by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
-        )
+        by[(r.model, r.framework, r.layout)][r.batch_size] = r
+    old = False
+    rows = []
+    for (model, framework, layout), points in sorted(
+        by.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1:])
+    ):
+        row = [model, framework, layout]
+        for b in batches:
+            r = points.get(b)
+            if r is None or r.first_step_s is None:
+                row += ["—", "—"]
+            elif r.build_s is None:
+                old = True
+                row += ["—", sig3(r.first_step_s) + "†"]
+            else:
+                row += [sig3(r.build_s), sig3(max(r.first_step_s - r.build_s, 0.0))]
+        rows.append(row)
+    headers = ["model", "framework", "layout"] + [
+        h for b in batches for h in (f"b={b} build (s)", f"b={b} first step (s)")
     ]
+    note = (
+        "Build: making the model and its step function (milliseconds where the worker kept the model of its previous "
+        "configuration). First step: the first call, with any tracing or compilation (tf.function, XLA, "
+        "torch.compile), before warm-up."
+        + (" `†` build and first step together: the record predates the separate build time." if old else "")
+    )
     return [
-        "### Time to first step (build + trace/compile + first step, s)",
+        "### Build and first step (s)",
         "",
-        _md(["model", "framework", "layout"] + [f"b={b} (s)" for b in batches], rows),
+        note,
+        "",
+        _md(headers, rows),
         "",
     ]
 

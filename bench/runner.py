@@ -27,7 +27,7 @@ from pathlib import Path
 
 from implementations import is_installed
 
-from . import launch
+from . import launch, timing
 from .config import Config, Plan, Settings
 from .launch import Interrupted  # noqa: F401  (SIGTERM/SIGHUP, raised where the runner is; the CLI catches it)
 from .records import RETRYABLE, Record, RunStore, current_records, make_record, read_results
@@ -126,6 +126,20 @@ class WorkerClient:
             self._log.close()
 
 
+class Budget:
+    """The seconds one configuration may take, its requests' time charged as they end."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.spent = 0.0
+
+    def left(self) -> float:
+        return self.seconds - self.spent
+
+    def spent_text(self) -> str:
+        return f"the configuration took {self.spent:.3g} s of its {self.seconds:g} s (prepare, windows and finish together)"
+
+
 class Runner:
     def __init__(self, plan: Plan, store: RunStore, host_env: dict, out=None):
         self.plan = plan
@@ -193,11 +207,25 @@ class Runner:
             worker.close(kill=kill)
 
     # --- one cell ---------------------------------------------------------------------------------
-    def _ask(self, config: Config, message: dict) -> dict:
-        """One request to the config's worker; a dead or silent worker becomes a failure record."""
+    def _ask(self, config: Config, message: dict, budget: Budget | None = None) -> dict:
+        """One request to the config's worker; a dead or silent worker becomes a failure record. With a
+        `budget`, the request may take only what is left of the configuration's --timeout, and its time is
+        charged to it; without one (a probe), the whole --timeout."""
         timeout = self.plan.settings.timeout_s
         try:
-            reply = self._worker(config).request(message, timeout)
+            worker = self._worker(config)  # a worker's start-up is allowed the whole --timeout of its own
+            if budget is None:
+                reply = worker.request(message, timeout)
+            else:
+                if budget.left() <= 0:
+                    raise WorkerTimeout(budget.spent_text())
+                started = time.monotonic()
+                try:
+                    reply = worker.request(message, budget.left())
+                except WorkerTimeout:
+                    budget.spent += time.monotonic() - started
+                    raise WorkerTimeout(budget.spent_text()) from None
+                budget.spent += time.monotonic() - started
             if "error" in reply:
                 raise WorkerDied(reply["error"])
             if "record" in reply:
@@ -219,8 +247,12 @@ class Runner:
         records: dict[Config, Record] = {}
         active: list[Config] = []
         windows = settings.windows
+        # Each configuration's --timeout covers its prepare, windows and finish together.
+        budgets = {config: Budget(settings.timeout_s) for config in configs}
         for config in configs:
-            reply = self._ask(config, {"cmd": "prepare", "id": ids[config], "config": config.to_dict(), **extra})
+            reply = self._ask(
+                config, {"cmd": "prepare", "id": ids[config], "config": config.to_dict(), **extra}, budgets[config]
+            )
             if "record" in reply:
                 records[config] = reply["record"]
             else:
@@ -228,16 +260,17 @@ class Runner:
                 windows = max(windows, reply["prepared"].get("windows", windows))  # paired engines: the same count
         # One untimed pair first: preparing an engine (TensorFlow's above all) left the machine unsettled
         # for about a second, and the first timed PyTorch window of VGG-11 training ran 3x slow.
-        for window_index in range(-1, windows):
-            for config in active if window_index % 2 == 0 else active[::-1]:
-                if config not in records:
-                    reply = self._ask(config, {"cmd": "window", "id": ids[config], "discard": window_index < 0})
-                    if "record" in reply:
-                        records[config] = reply["record"]
+        for window_index, config in timing.alternating(active, windows, first=-1):
+            if config not in records:
+                message = {"cmd": "window", "id": ids[config], "discard": window_index < 0}
+                reply = self._ask(config, message, budgets[config])
+                if "record" in reply:
+                    records[config] = reply["record"]
         cell = {"cell_id": cell_id, "pairing": "interleaved" if len(active) > 1 else "alone"}
         for config in active:
             if config not in records:
-                records[config] = self._ask(config, {"cmd": "finish", "id": ids[config], "cell": cell})["record"]
+                message = {"cmd": "finish", "id": ids[config], "cell": cell}
+                records[config] = self._ask(config, message, budgets[config])["record"]
         for config, record in records.items():
             if record.status == "oom":
                 self._discard(config)  # a fresh process after an OOM: no fragmented allocator

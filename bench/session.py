@@ -11,13 +11,15 @@ import time
 from dataclasses import dataclass, field
 
 from . import stats, timing
+from .backends import Backend, Prepared
 from .config import Config, Settings
 from .monitors import NvmlSampler, ProcessMemory, peak_flops
 from .records import Record, make_record
 
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
-LAYOUT_TRIAL_ROUNDS = 3
-LAYOUT_MARGIN = 0.05  # a layout is chosen as faster only beyond this and in every trial round
+LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
+LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
+EXPLAIN_STEPS = 3  # steps under the profiler in the explain pass
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -45,14 +47,27 @@ def weights_bound_bytes(params: int, mode: str) -> int:
 class Session:
     """One configuration in a worker: prepare once, then windows on request, then a record."""
 
-    backend: object
+    backend: Backend
     config: Config
     settings: Settings
     process_env: dict
     memory: ProcessMemory
     measured: dict = field(default_factory=dict)
-    windows: list = field(default_factory=list)
+    windows: list[timing.Window] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    # Set by prepare(); the step is let go (None) when the record is made.
+    prepared: Prepared | None = None
+    sampler: NvmlSampler | None = None
+    steps_per_window: int = 0
+    windows_planned: int = 0
+    unavailable_notes: dict = field(default_factory=dict)  # field -> why, added to the record's `unavailable`
+
+    @property
+    def ready(self) -> Prepared:
+        """The prepared step; an error where there is none (not prepared yet, or its record already made)."""
+        if self.prepared is None:
+            raise RuntimeError(f"{self.config.model}: no prepared step (not prepared, or already finished)")
+        return self.prepared
 
     def build(self) -> tuple[float, float]:
         """Free what this configuration will not reuse, reset the peaks, build, and time the first step
@@ -65,27 +80,27 @@ class Session:
         started = time.perf_counter()
         self.prepared = backend.prepare(config, self.settings)
         build_s = time.perf_counter() - started
-        return build_s, timing.timed_step(self.prepared.step, self.prepared.sync)
+        return build_s, timing.timed_step(self.ready.step, self.ready.sync)
 
     def prepare(self) -> dict:
         config, settings, backend = self.config, self.settings, self.backend
         build_s, first_step_s = self.build()
         warm = timing.warm_up(
-            self.prepared.step, self.prepared.sync, min_steps=settings.warmup_steps, cap_s=warmup_cap_s(settings)
+            self.ready.step, self.ready.sync, min_steps=settings.warmup_steps, cap_s=warmup_cap_s(settings)
         )
         step_s = warm.step_estimate_s
-        if config.layout == "auto" and self.prepared.set_layout is not None:
+        if config.layout == "auto" and self.ready.set_layout is not None:
             trial = self._layout_trial(step_s)
             self.measured["layout_trial"] = trial
             step_s = trial["step_estimate_s"]
         self.measured.update(
-            layout_chosen=self.prepared.layout,
+            layout_chosen=self.ready.layout,
             first_step_s=build_s + first_step_s,
             build_s=build_s,
             warmup_steps_run=warm.steps,
             warmup_s=warm.seconds,
             warmup_steady=warm.steady,
-            params=self.prepared.params,
+            params=self.ready.params,
         )
         self.measured["peak_memory_first_step_bytes"] = self.peak_memory()[0]
         self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
@@ -95,56 +110,66 @@ class Session:
         )
         self.steps_per_window, self.windows_planned = plan.steps, plan.windows
         self.measured["window_rule"] = plan.rule
-        self.sampler = _nvml_sampler(self.prepared.device_uuid) if config.device == "cuda" else None
+        self.sampler = _nvml_sampler(self.ready.device_uuid) if config.device == "cuda" else None
         if self.sampler:
             self.sampler.start()
         return {
             "steps_per_window": self.steps_per_window,
             "windows": self.windows_planned,
-            "layout": self.prepared.layout,
+            "layout": self.ready.layout,
         }
 
     def _layout_trial(self, first_layout_step_s: float) -> dict:
-        """PyTorch's two memory formats, each warmed up, then timed in alternating windows. The faster is
-        chosen when it wins every round by more than LAYOUT_MARGIN; otherwise the default format
-        (channels_first, PyTorch's own), so a difference inside the noise cannot flip between reruns."""
-        prepared, settings, batch = self.prepared, self.settings, self.config.batch_size
+        """PyTorch's two memory formats, each warmed up, then timed in LAYOUT_TRIAL_ROUNDS alternating windows.
+        The cell is measured in the format whose median trial rate is higher: no format is the default winner
+        of a noisy trial, so the chosen one is never slower than the other by the trial's own medians. The
+        paired ratio (NHWC over NCHW) and its 95% interval, the statistic of the cells, say whether the
+        difference was beyond the noise; either way the faster median is kept."""
+        prepared, settings, batch = self.ready, self.settings, self.config.batch_size
+        set_layout = prepared.set_layout
+        if set_layout is None:
+            raise RuntimeError("the layout trial needs a backend that switches memory format (PyTorch)")
         first, second = LAYOUTS_TRIED
-        prepared.set_layout(second)
+        set_layout(second)
         timing.timed_step(prepared.step, prepared.sync)  # the first step in this format
         warm = timing.warm_up(prepared.step, prepared.sync, min_steps=1, cap_s=warmup_cap_s(settings) / 2)
         steps = timing.steps_per_window(
             min(first_layout_step_s, warm.step_estimate_s), settings.min_window_s / 4, settings.max_window_steps
         )
         rates: dict[str, list[float]] = {first: [], second: []}
-        for round_index in range(LAYOUT_TRIAL_ROUNDS):
-            for layout in (second, first) if round_index % 2 == 0 else (first, second):
-                prepared.set_layout(layout)
-                rates[layout].append(steps * batch / timing.window(prepared.step, prepared.sync, steps, False).seconds)
-        ratios = [b / a for a, b in zip(rates[first], rates[second])]
-        faster = second if stats.median(ratios) > 1 else first
-        decided = all((r > 1 + LAYOUT_MARGIN) for r in ratios) or all((r < 1 - LAYOUT_MARGIN) for r in ratios)
-        chosen = faster if decided else first
+        layout = second
+        for _, layout in timing.alternating((second, first), LAYOUT_TRIAL_ROUNDS):
+            set_layout(layout)
+            rates[layout].append(steps * batch / timing.window(prepared.step, prepared.sync, steps, False).seconds)
+        ratio = stats.paired_ratio(rates[first], rates[second], margin=LAYOUT_MARGIN)
+        medians = {name: stats.median(values) for name, values in rates.items()}
+        chosen = second if medians[second] > medians[first] else first
         if chosen != layout:  # the last trial window ran the other format, already warm from the trial
-            prepared.set_layout(chosen)
+            set_layout(chosen)
             timing.timed_step(prepared.step, prepared.sync)  # the cell's settling windows follow
         return {
-            f"{first}_img_s": stats.median(rates[first]),
-            f"{second}_img_s": stats.median(rates[second]),
-            "round_ratios": ratios,
-            "decided": decided,
+            f"{first}_img_s": medians[first],
+            f"{second}_img_s": medians[second],
+            "round_ratios": [b / a for a, b in zip(rates[first], rates[second])],
+            "rounds": LAYOUT_TRIAL_ROUNDS,
+            "steps_per_window": steps,
+            f"{second}_over_{first}": ratio.ratio,
+            "ratio_low": ratio.low,
+            "ratio_high": ratio.high,
+            "decided": ratio.decided,
+            "verdict": f"{second} {ratio.words()}",
             "rule": (
-                f"the faster format if it wins all {LAYOUT_TRIAL_ROUNDS} alternating rounds by more than "
-                f"{LAYOUT_MARGIN:.0%}, else {first}"
+                f"the format with the higher median over {LAYOUT_TRIAL_ROUNDS} alternating rounds; the paired ratio's "
+                f"95% interval says whether the difference is beyond the {LAYOUT_MARGIN:.0%} margin"
             ),
-            "step_estimate_s": batch / stats.median(rates[chosen]),
+            "step_estimate_s": batch / medians[chosen],
         }
 
     def window(self, discard: bool = False) -> dict:
         """One timed window; a discarded one (settling the cell before its first pair) is not kept."""
         per_step = self._per_step_marks()
         cpu_start = time.process_time()
-        result = timing.window(self.prepared.step, self.prepared.sync, self.steps_per_window, per_step)
+        result = timing.window(self.ready.step, self.ready.sync, self.steps_per_window, per_step)
         if not discard:
             self.cpu_seconds += time.process_time() - cpu_start
             self.windows.append(result)
@@ -153,9 +178,23 @@ class Session:
     def _per_step_marks(self) -> bool:
         """A clock read per step is exact only where execution is synchronous: a CPU, and an engine
         whose step has finished when it returns."""
-        return self.config.device == "cpu" and self.prepared.synchronous
+        return self.config.device == "cpu" and self.ready.synchronous
 
-    def peak_memory(self) -> tuple[int | None, str]:
+    def explain(self) -> dict:
+        """The explain pass: EXPLAIN_STEPS steps under the framework's profiler, after the windows and outside
+        them (nothing here is in a timed figure); its categories and what it cost in wall time."""
+        started = time.perf_counter()
+        try:
+            found = self.backend.operator_categories(self.ready, self.config, EXPLAIN_STEPS)
+        except Exception as error:  # the pass explains; it never costs a measured record
+            found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}
+        cost = time.perf_counter() - started
+        if "categories" in found:
+            return {"op_categories": found["categories"], "explain_s": cost}
+        self.unavailable_notes["op_categories"] = found.get("categories_unavailable", "no categories")
+        return {"explain_s": cost}
+
+    def peak_memory(self) -> tuple[int | None, str | None]:
         """The peak since the last reset, and where it comes from: the device allocator, or resident memory."""
         peak, source = self.backend.peak_memory(self.config)
         return (self.memory.peak(), self.memory.source) if peak is None else (peak, source)
@@ -168,9 +207,7 @@ class Session:
         peak, peak_source = self.peak_memory()
         if not self._per_step_marks():
             low, high = LATENCY_PASS_STEPS
-            latency = timing.latency_pass(
-                self.prepared.step, self.prepared.sync, max(low, min(high, self.steps_per_window))
-            )
+            latency = timing.latency_pass(self.ready.step, self.ready.sync, max(low, min(high, self.steps_per_window)))
             latency_source = "a synchronous pass after the windows: every step synchronised"
         else:
             latency = [s for w in self.windows for s in w.step_seconds]
@@ -190,7 +227,7 @@ class Session:
             **(cell or {}),
         )
         unavailable: dict[str, str] = {}
-        bound = weights_bound_bytes(self.prepared.params, config.mode)
+        bound = weights_bound_bytes(self.ready.params, config.mode)
         measured.update(memory_bound_bytes=bound, peak_memory_bytes=peak)
         for name in ("peak_memory_bytes", "peak_memory_first_step_bytes"):
             value = measured.get(name)
@@ -202,7 +239,7 @@ class Session:
                     "a measurement error, not a result"
                 )
         measured["memory_source"] = peak_source
-        device_name = self.prepared.device_name or self.process_env.get("device_name")
+        device_name = self.ready.device_name or self.process_env.get("device_name")
         peak_rate = peak_flops(device_name, config.precision, settings.tf32) if config.device == "cuda" else None
         if peak_rate is None:
             unavailable["mfu"] = (
@@ -224,8 +261,11 @@ class Session:
                 "nvml_memory_used_bytes",
             ):
                 unavailable[name] = reason
-        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.prepared.layout)
+        if settings.explain:
+            measured.update(self.explain())
+        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.ready.layout)
         self.prepared = None
+        unavailable.update(self.unavailable_notes)
         return make_record(config, "ok", peak_flops=peak_rate, unavailable=unavailable, env=env, **measured)
 
     def failure(self, error: BaseException) -> Record:
@@ -233,7 +273,7 @@ class Session:
         status = "oom" if self.backend.is_oom(error) else "error"
         message = f"{type(error).__name__}: {error}".strip()
         self.prepared = None
-        if getattr(self, "sampler", None):
+        if self.sampler is not None:
             self.sampler.stop()
         self.backend.release()
         return make_record(self.config, status, error=message[:2000], env=self.process_env)

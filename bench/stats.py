@@ -105,19 +105,22 @@ class Ratio:
     @property
     def decided(self) -> bool:
         """The whole interval lies beyond the margin: faster or slower by more than it, at 95%."""
-        return self.low is not None and (self.low > 1.0 + self.margin or self.high < 1.0 / (1.0 + self.margin))
+        if self.low is None or self.high is None:
+            return False
+        return self.low > 1.0 + self.margin or self.high < 1.0 / (1.0 + self.margin)
 
     def words(self) -> str:
-        """'1.23x faster [1.10-1.35]', 'same within noise [0.95-1.04]' (the interval holds 1),
-        '1.03x faster, within the 5% margin [1.02-1.04]', or without an interval."""
-        if self.low is None:
+        """'1.23x faster [1.10-1.35]' (decided), 'same within noise [0.95-1.04]' (the interval holds 1),
+        '1.03x faster [1.02-1.04]: not called (interval not beyond the 5% margin)' (the interval excludes 1
+        but reaches inside the margin), or '1.10x faster [no interval]' (too few windows)."""
+        if self.low is None or self.high is None:
             return _speed(self.ratio) + " [no interval]"
         interval = f" [{self.low:.2f}-{self.high:.2f}]"
         if self.decided:
             return _speed(self.ratio) + interval
         if self.low <= 1.0 <= self.high:
             return "same within noise" + interval
-        return f"{_speed(self.ratio)}, within the {self.margin:.0%} margin" + interval
+        return f"{_speed(self.ratio)}{interval}: not called (interval not beyond the {self.margin:.0%} margin)"
 
 
 def _speed(ratio: float) -> str:
@@ -133,8 +136,8 @@ def paired_ratio(
     pairs = [e / b for b, e in zip(baseline_rates, engine_rates)]
     if not pairs:
         raise ValueError("no paired windows")
-    interval = median_interval(pairs, level)
-    return Ratio(median(pairs), *(interval or (None, None)), pairs=len(pairs), method="paired", margin=margin)
+    low, high = median_interval(pairs, level) or (None, None)
+    return Ratio(median(pairs), low, high, pairs=len(pairs), method="paired", margin=margin)
 
 
 def sequential_ratio(

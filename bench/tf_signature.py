@@ -20,16 +20,17 @@ MIN_WINDOW_S = 0.3
 
 
 def compare(model_name: str, size: int, mode: str) -> str:
-    import keras
     import tensorflow as tf
 
     from implementations import build
 
+    from .backends.keras_recipe import loss_function, make_optimizer
     from .stats import paired_ratio
+    from .timing import alternating
 
     model = build(model_name, "keras-tensorflow", image_size=size)
-    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = make_optimizer()
+    loss_fn = loss_function()
 
     def body(x, y):
         if mode == "infer":
@@ -57,20 +58,18 @@ def compare(model_name: str, size: int, mode: str) -> str:
         run(step, 5)
     steps = max(1, int(MIN_WINDOW_S / (run(static, 2) / 2)))
     static_rates, polymorphic_rates = [], []
-    for pair in range(PAIRS):
-        order = [(static, static_rates), (polymorphic, polymorphic_rates)]
-        for step, rates in order if pair % 2 == 0 else order[::-1]:
-            rates.append(steps * BATCH / run(step, steps))
+    for _, (step, rates) in alternating([(static, static_rates), (polymorphic, polymorphic_rates)], PAIRS):
+        rates.append(steps * BATCH / run(step, steps))
     return paired_ratio(static_rates, polymorphic_rates).words()
 
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m bench.tf_signature", description=__doc__).parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from .backends.tf_backend import TensorFlowBackend
+    from .config import Settings
 
-    tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    TensorFlowBackend().setup_process(Settings())  # the harness's thread pools
     print(f"Batch-polymorphic signature against static shapes, batch {BATCH}, {PAIRS} alternating pairs:")
     for model_name, size in CASES:
         for mode in ("train", "infer"):

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 WARMUP_IMPROVEMENT = 0.03  # a block faster than the previous one by more than this is still warming up
 WARMUP_BLOCK_S = 0.2  # a warm-up block lasts about this long (at least one step)
@@ -126,6 +129,16 @@ def window(step: Callable[[], object], sync: Callable[[], None], steps: int, per
         return Window(end - start, ())
     marks[-1] = end  # the last step ends at the synchronisation
     return Window(end - start, tuple(b - a for a, b in zip(marks, marks[1:])))
+
+
+def alternating(items: Sequence[T], rounds: int, first: int = 0) -> Iterator[tuple[int, T]]:
+    """The one interleaving order of every paired comparison (cells, the layout trial, profiles, overhead,
+    scaling): rounds `first` .. `rounds - 1`, each visiting every item once, the order reversed every round
+    (AB BA AB ...), so a slow spell of a shared machine lands on all of them alike. A negative `first` adds
+    settling rounds before round 0 (their results are the caller's to discard)."""
+    for index in range(first, rounds):
+        for item in items if index % 2 == 0 else items[::-1]:
+            yield index, item
 
 
 def latency_pass(step: Callable[[], object], sync: Callable[[], None], steps: int) -> list[float]:

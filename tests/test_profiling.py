@@ -4,12 +4,13 @@ the gradient recorder in both engines, and `bench profile` end to end on a tiny 
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from implementations import get_spec
+from implementations import get_spec, is_installed
 from implementations.lowering import (
     ADD,
     BN,
@@ -189,7 +190,7 @@ def test_keras_on_jax_is_profiled_by_stage_and_its_missing_categories_are_said(t
     [
         (["profile", "resnet9000"], "unknown model"),
         (["profile", "resnet8_cifar", "--frameworks", "mxnet"], "valid frameworks: torch, keras-tensorflow, keras-jax"),
-        (["profile", "resnet8_cifar", "--windows", "3"], "--windows must be 6-100"),
+        (["profile", "resnet8_cifar", "--windows", "3"], "windows on the command line must be between 6 and 1000"),
         (["gradient-flow", "--depths", "21"], "6n+2"),
     ],
 )
@@ -216,3 +217,34 @@ def test_gradient_flow_end_to_end_on_the_smallest_depth(tmp_path):
     layers = sum(1 for layer in lower(get_spec("resnet8_cifar")) if layer.op in (CONV, LINEAR))
     assert len(rows) == 1 + 2 * 4 * 2 * layers  # engines x networks x steps (init + 1) x layers
     assert (out / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_engine_profiles_equal_work_per_stage(tmp_path):
+    """From PyTorch's seeded weights in float64, on the same data, each engine's timed stage function gives the
+    same output and the same set of gradients (parameters, and the stage's input for every stage but the first:
+    no engine computes a gradient for the network's input). A residual net and a VGG (whose flattening linear
+    layer reorders its inputs between layouts)."""
+    from bench.profiling.run import ProfileRequest, run_engine
+
+    engines = [e for e in ("torch", "keras-tensorflow", "keras-jax") if is_installed(e)]
+    models = ["resnet20_cifar", "vgg11_bn"]
+    request = ProfileRequest(models[0], tuple(engines), batch_size=2, mode="train", image_size=32, precision="fp32",
+                             device="cpu", ops=False, trace=False)  # fmt: skip
+    request = dict(asdict(request), models=models)
+    results = {e: run_engine(e, "equal_work", request, tmp_path, 300) for e in engines}
+    for engine, result in results.items():
+        assert "error" not in result, (engine, result)
+        assert list(result["models"]) == models
+    for model in models:
+        reference = results["torch"]["models"][model]
+        first = next(iter(reference))
+        assert "input" not in reference[first] and all("input" in s for n, s in reference.items() if n != first)
+        for engine in engines[1:]:
+            stages = results[engine]["models"][model]
+            assert list(stages) == list(reference), engine
+            for name, arrays in reference.items():
+                assert set(stages[name]) == set(arrays), (engine, name, set(stages[name]) ^ set(arrays))
+                for key, (norm, total) in arrays.items():
+                    assert stages[name][key][0] == pytest.approx(norm, rel=1e-7, abs=1e-10), (engine, model, name, key)
+                    assert stages[name][key][1] == pytest.approx(total, rel=1e-6, abs=1e-9 * max(1.0, norm)), (
+                        engine, model, name, key)  # fmt: skip

@@ -451,3 +451,296 @@ def test_each_suite_record_carries_its_device_size_and_cores(tmp_path):
     assert extra["device"] == "cpu" and extra["image_size"] == 32
     record = Record.from_json(extra["record"])  # the JSON of a complete record
     assert (record.device, record.image_size) == ("cpu", 32) and record.env["cpu_cores"] >= 1
+
+
+# --- readers: what is not a run, or not a usable benchmark file, is refused and nothing is written -------
+
+
+def folder_state(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def not_a_run(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "profile":
+        (folder / "profile.json").write_text('{"request": {}, "results": []}\n')
+        return folder, "it holds a profile"
+    if kind == "scaling":
+        (folder / "scaling.jsonl").write_text('{"engine": "torch"}\n')
+        return folder, "it holds a scaling study"
+    return folder, "no plan.json or results.jsonl"
+
+
+@pytest.mark.parametrize("kind", ["empty", "profile", "scaling"])
+def test_report_and_compare_refuse_a_folder_that_is_not_a_run_and_write_nothing(tmp_path, capsys, kind):
+    folder, message = not_a_run(tmp_path, kind)
+    run = hand_run(tmp_path / "run", [ok(1)])
+    for argv in (["report", str(folder)], ["compare", str(run), str(folder)], ["compare", str(folder), str(run)]):
+        before = folder_state(tmp_path)
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{folder} is not a run folder" in err and message in err
+        assert folder_state(tmp_path) == before
+
+
+def benchmark_file(tmp_path: Path, benchmarks: list, **top) -> Path:
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"machine_info": {"node": "h"}, "benchmarks": benchmarks, **top}))
+    return path
+
+
+def entry(name: str, extra) -> dict:
+    return {"name": name, "extra_info": extra}
+
+
+@pytest.mark.parametrize(
+    "benchmarks, top, messages",
+    [
+        (
+            [entry("a", {"record": ok(1).to_json()}), entry("b", {}), entry("c", {"record": ok(2).to_json()})],
+            {},
+            ["benchmark 1 (b): no extra_info.record"],
+        ),
+        (
+            [entry("a", "fast"), "not an entry", entry("c", {"record": "x"})],
+            {},
+            [
+                "benchmark 0 (a): extra_info must be an object holding the record, got str",
+                "benchmark 1: must be an object, got str",
+                "benchmark 2 (c): a record is a JSON object, got str",
+            ],
+        ),
+        ([entry("a", {"record": ok(1).to_json()})], {"machine_info": "box"}, ["machine_info must be an object"]),
+        ([entry("a", {"record": ok(1).to_json()})], {"commit_info": []}, ["commit_info must be an object, got list"]),
+        ([], {}, ["benchmarks is empty"]),
+    ],
+)
+def test_a_pytest_benchmark_file_is_checked_whole_and_every_unusable_entry_named(
+    tmp_path, capsys, benchmarks, top, messages
+):
+    path = benchmark_file(tmp_path, benchmarks, **top)
+    before = folder_state(tmp_path)
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "has unusable entries; nothing was written" in err and "Traceback" not in err
+    assert all(message in err for message in messages), err
+    assert folder_state(tmp_path) == before
+
+
+def test_a_complete_pytest_benchmark_file_still_reports(tmp_path, capsys):
+    path = benchmark_file(tmp_path, [entry("a", {"record": ok(1).to_json()}), entry("b", {"record": ok(2).to_json()})])
+    assert main(["report", str(path)]) == 0
+    assert "| resnet20_cifar" in (tmp_path / "bench-report" / "report.md").read_text()
+
+
+# --- writers: exit 1 with a message, never a 0-byte or half-written file -------------------------------
+
+
+class FullDisk:
+    """bench.atomic's one write call, failing as a disk that fills: `room` calls go through, the next
+    writes half its bytes, and every later one raises ENOSPC."""
+
+    def __init__(self, room: int):
+        self.room, self.calls = room, 0
+
+    def __call__(self, descriptor, data):
+        import errno
+
+        self.calls += 1
+        if self.calls <= self.room:
+            return os.write(descriptor, data)
+        if self.calls == self.room + 1 and len(data) > 1:
+            return os.write(descriptor, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def count_writes(monkeypatch, action) -> int:
+    import bench.atomic
+
+    counter = FullDisk(10**9)
+    monkeypatch.setattr(bench.atomic, "_write", counter)
+    action()
+    monkeypatch.undo()
+    return counter.calls
+
+
+def assert_whole(folder: Path) -> None:
+    """No 0-byte file, no temporary file, and every JSON and JSON-lines file parses to its end (workers'
+    logs aside: a worker that printed nothing leaves an empty log)."""
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix != ".log":
+            assert path.stat().st_size > 0, path
+            assert not path.name.endswith(".tmp"), path
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            if path.suffix == ".jsonl":
+                assert path.read_bytes().endswith(b"\n"), path
+                [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_report_on_a_full_disk_exits_1_and_leaves_the_earlier_report_whole(tmp_path, monkeypatch, capsys):
+    import bench.atomic
+
+    run = finished_run(tmp_path / "run")  # its report is rendered: report.md, summary.csv, plots
+    before = folder_state(run)
+    writes = count_writes(monkeypatch, lambda: main(["report", str(run)]))
+    assert writes >= 3
+    for room in range(writes):
+        monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
+        assert main(["report", str(run)]) == 1
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "No space left on device" in err and "Traceback" not in err
+        assert_whole(run)
+        changed = {name for name, data in folder_state(run).items() if before.get(name) != data}
+        assert changed <= {name for name in before if name.endswith(".png")} | {"summary.csv", "report.html"}  # whole
+        assert folder_state(run)["report.md"] == before["report.md"]  # the last one written: never half of it
+
+
+def test_resume_on_a_full_disk_exits_1_and_leaves_no_half_record(tmp_path, monkeypatch, capsys):
+    import bench.atomic
+
+    run = finished_run(tmp_path / "run")
+    lines = (run / "results.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "results.jsonl").write_bytes(b"".join(lines[:-1]))  # stopped before its last record
+    before = folder_state(run)
+    monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
+    # env.json's open segment goes through; the record's line is half written, then ENOSPC, and so is env.json's
+    # closing write (its open segment stays: the run was not finished).
+    monkeypatch.setattr(bench.atomic, "_write", FullDisk(1))
+    assert main(["run", "--resume", str(run), "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"--resume {run}" in err
+    after = folder_state(run)
+    assert after["results.jsonl"] == before["results.jsonl"]  # cut back to the last whole record
+    assert json.loads(after["env.json"])["segments"][-1]["outcome"] == "running"
+    assert {k: v for k, v in after.items() if not k.startswith("worker-") and k != "env.json"} == {
+        k: v for k, v in before.items() if not k.startswith("worker-") and k != "env.json"
+    }
+
+
+def test_a_results_file_replaced_by_a_folder_exits_1_on_resume_and_2_on_report(tmp_path, capsys):
+    run = finished_run(tmp_path / "run")
+    (run / "results.jsonl").unlink()
+    (run / "results.jsonl").mkdir()
+    before = folder_state(run)
+    assert main(["run", "--resume", str(run)]) == 1
+    assert "results.jsonl: it is not a file" in capsys.readouterr().err
+    assert main(["report", str(run)]) == 2
+    assert "its results.jsonl is not a file" in capsys.readouterr().err
+    assert folder_state(run) == before
+
+
+@pytest.mark.parametrize("target", ["/sys/cnn-bench-report", "file"])
+def test_report_into_an_unwritable_out_exits_1(tmp_path, capsys, target):
+    run = hand_run(tmp_path / "run", [ok(1)])
+    out = tmp_path / "a-file" if target == "file" else Path(target)
+    if target == "file":
+        out.write_text("keep\n")
+    assert main(["report", str(run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot") and "Traceback" not in err
+    if target == "file":
+        assert out.read_text() == "keep\n"
+    else:
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["/sys/compare.md", "folder"])
+def test_compare_into_an_unwritable_out_exits_1(tmp_path, capsys, target):
+    run = hand_run(tmp_path / "run", [ok(1)])
+    out = tmp_path / "folder" if target == "folder" else Path(target)
+    if target == "folder":
+        out.mkdir()
+    assert main(["compare", str(run), str(run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "Traceback" not in err
+    assert not out.exists() if target != "folder" else list(out.iterdir()) == []
+
+
+def test_merge_into_a_file_exits_1_and_leaves_the_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
+    shard = tmp_path / "s1"
+    assert main(["run", *SMALL, "--frameworks", "torch", "--batch-sizes", "1", "--shard", "1/1", "--out", str(shard),
+                 "--no-report"]) == 0  # fmt: skip
+    target = tmp_path / "merged"
+    target.write_text("keep\n")
+    assert main(["merge", str(target), str(shard)]) == 1
+    assert "it exists and is not a folder" in capsys.readouterr().err
+    assert target.read_text() == "keep\n"
+
+
+def no_engine(engine, task, request, out, timeout_s):
+    """An engine's worker that failed: the study still writes its JSON and report, with the error."""
+    return {"engine": engine, "error": "worker exited with 1: stopped for the test"}
+
+
+def test_gradient_flow_on_a_full_disk_exits_1_whole_files_only_and_runs_again_there(tmp_path, monkeypatch, capsys):
+    import bench.atomic
+    import bench.profiling.run
+
+    monkeypatch.setattr(bench.profiling.run, "run_engine", no_engine)
+    argv = ["gradient-flow", "--depths", "8", "--steps", "1", "--batch-size", "2"]
+    counter = FullDisk(10**9)
+    monkeypatch.setattr(bench.atomic, "_write", counter)
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
+    writes = counter.calls
+    assert writes == 3  # gradient_flow.json, .csv, .md
+    for room in range(writes):
+        out = tmp_path / f"full-{room}"
+        monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
+        assert main([*argv, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "No space left on device" in err and "Traceback" not in err
+        assert_whole(out)
+        monkeypatch.setattr(bench.atomic, "_write", os.write)
+        assert main([*argv, "--out", str(out)]) == 0  # the folder is not taken by the study that failed
+        assert "| resnet8_cifar " in (out / "gradient_flow.md").read_text()
+        capsys.readouterr()
+
+
+def test_scale_on_a_full_disk_exits_1_with_whole_files_only(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    import bench.atomic
+    import bench.scaleout.scaling as scaling
+    from implementations import get_spec
+    from implementations.lowering import params_count
+
+    def failed_job(engine, model, replicas, request, out):  # a job whose ranks all exited with 1, as measure says
+        base = scaling.ScaleRecord(engine=engine, model=model, replicas=replicas, nodes=1, batch_per_replica=2,
+                                   global_batch=2 * replicas, image_size=32, device="cpu", strategy="x", status="error",
+                                   gradient_bytes=4 * params_count(get_spec(model)))  # fmt: skip
+        return replace(base, error="exit codes [1]; stopped for the test")
+
+    monkeypatch.setattr(scaling, "measure", failed_job)
+    argv = ["scale", "--frameworks", "torch", "--replicas", "2", "--batch-size", "2"]
+    counter = FullDisk(10**9)
+    monkeypatch.setattr(bench.atomic, "_write", counter)
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
+    assert counter.calls == 7  # env.json (open, then closed), scale_request.json, 2 records, scaling.csv, scaling.md
+    for room in range(counter.calls):
+        out = tmp_path / f"full-{room}"
+        monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
+        assert main([*argv, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "No space left on device" in err and "Traceback" not in err
+        assert_whole(out)
+        if not (out / "scaling.jsonl").exists():  # no record was kept: the folder takes the study again
+            monkeypatch.setattr(bench.atomic, "_write", os.write)
+            assert main([*argv, "--out", str(out)]) == 0
+            capsys.readouterr()
+
+
+# --- the timeout bounds a whole configuration ---------------------------------------------------------
+
+
+def test_the_timeout_covers_a_configurations_prepare_windows_and_finish_together(tmp_path):
+    # Seven windows (one discarded) of at least 0.5 s: each request well inside 2 s, the whole well past it.
+    result = bench("run", *SMALL[:-2], "--frameworks", "torch", "--batch-sizes", "2", "--windows", "6",
+                   "--min-window-s", "0.5", "--timeout", "2", "--out", str(tmp_path / "run"), "--no-report",
+                   step_ms_per_image=5)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = read_results(tmp_path / "run" / "results.jsonl").records
+    assert record.status == "timeout"
+    assert "of its 2 s (prepare, windows and finish together) (--timeout 2)" in record.error

@@ -114,10 +114,10 @@ def test_csv_round_trip(tmp_path):
 
 def test_sanity_flags_trip_on_records_built_to_trip_them():
     noisy = rec("torch", "resnet20_cifar", 8, 150.0)
-    noisy = dataclasses.replace(noisy, throughput_cv=0.12)
+    noisy = dataclasses.replace(noisy, throughput_cv=0.12, window_throughputs_img_s=(120, 150, 150, 150, 150, 160))
     flags = tables.sanity_flags(RECORDS + [noisy])
     assert any(f.kind == "depth" and "resnet56_cifar" in f.text and "vs resnet20_cifar's 180" in f.text for f in flags)
-    assert any(f.kind == "cv" and "CV 12.0%" in f.text for f in flags)
+    assert any(f.kind == "uncertain" and "CV 12.0%" in f.text and "uncertain by up to 20%" in f.text for f in flags)
     assert not any(f.kind == "batch" and "b=8" in f.text for f in flags)  # 150 img/s at b=8 is 83% of b=4's
     dropping = [rec("torch", "resnet20_cifar", 2, 100.0), rec("torch", "resnet20_cifar", 4, 50.0)]
     assert any(f.kind == "batch" and "50% of batch 2's" in f.text for f in tables.sanity_flags(dropping))

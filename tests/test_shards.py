@@ -123,19 +123,19 @@ def _copy(two_shards: Path, tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "s1", tmp_path / "s2"
 
 
-# Runs `bench merge ARGS` and sends itself `signal` when the merged run's fourth record is being written.
+# Runs `bench merge ARGS` and sends itself `signal` as the merged run's records are about to be written
+# (its plan.json and env.json are written by then).
 STOPPED_MERGE = """
 import os, sys, time
+import bench.scaleout.shards as shards
 from bench.cli import main
-from bench.records import RunStore
-append, seen = RunStore.append, []
-def append_then_stop(self, record):
-    seen.append(record)
-    if len(seen) == 4:
+write_bytes = shards.write_bytes
+def stop_at_the_records(path, data):
+    if path.name == "results.jsonl":
         os.kill(os.getpid(), int(sys.argv[1]))
         time.sleep(30)
-    return append(self, record)
-RunStore.append = append_then_stop
+    return write_bytes(path, data)
+shards.write_bytes = stop_at_the_records
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -156,8 +156,8 @@ def test_a_merge_stopped_mid_write_leaves_no_run_and_the_same_merge_then_complet
     assert "Traceback" not in stopped.stderr
     assert not (out / "results.jsonl").exists() and not (out / "plan.json").exists()  # it does not look like a run
     if signum == signal.SIGKILL:
-        (partial,) = (tmp_path / ".building").iterdir()  # the build it was writing: 3 of 8 records
-        assert len(_records(partial)) == 3
+        (partial,) = (tmp_path / ".building").iterdir()  # the build it was writing: a plan and no records
+        assert (partial / "plan.json").exists() and not (partial / "results.jsonl").exists()
     else:
         assert f"interrupted by {signum.name}: {out} was not written" in stopped.stderr and "again" in stopped.stderr
         assert not (tmp_path / ".building").exists() and not out.exists()  # made for the merge, removed empty

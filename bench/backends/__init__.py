@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Config, Settings
 
 
 @dataclass
@@ -42,7 +45,51 @@ class StepHook:
     dropout: float = 0.0
 
 
-def get_backend(framework: str):
+class Backend(Protocol):
+    """What an engine provides, and all the harness and every study use of it: a fourth engine is this list.
+
+    The training step inside `prepare` follows the one recipe (recipe.py); every study times what `prepare`
+    or the engine's profile functions build from the same parts, and the equivalence tests prove them."""
+
+    name: str
+
+    def setup_process(self, settings: Settings) -> dict:
+        """Threads, denormals, TF32, memory growth: once per process, before any model. Returns the environment."""
+        ...
+
+    def warm_framework(self) -> None:
+        """Pay the framework's lazy start-up before the worker's memory baseline is taken."""
+        ...
+
+    def drop_other(self, config: Config, settings: Settings) -> None:
+        """Free what a kept model or traced step of another configuration holds, before `config` is measured."""
+        ...
+
+    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
+        """Build (or reuse) the model and return its ready step."""
+        ...
+
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """Time per operator category of the prepared step under the framework's profiler, `steps` steps:
+        {"categories": seconds per step by category, "profiled_steps"} or {"categories_unavailable": why}."""
+        ...
+
+    def reset_peak_memory(self, config: Config) -> None: ...
+
+    def peak_memory(self, config: Config) -> tuple[int | None, str | None]:
+        """The device allocator's peak since the reset, and its source; (None, None) where there is none."""
+        ...
+
+    def release(self) -> None:
+        """Let go of every model and cached step."""
+        ...
+
+    def is_oom(self, error: BaseException) -> bool:
+        """Whether `error` is this framework's out-of-memory."""
+        ...
+
+
+def get_backend(framework: str) -> Backend:
     """The backend for a framework; CNN_BENCH_BACKEND=fake selects the test double for either."""
     if os.environ.get("CNN_BENCH_BACKEND") == "fake":
         from .fake_backend import FakeBackend

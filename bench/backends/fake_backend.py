@@ -67,6 +67,18 @@ class FakeBackend:
     def warm_framework(self) -> None:
         pass
 
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The test double's categories: its sleep, split by the fixed shares in CNN_BENCH_FAKE's
+        "categories" (default: all "other"), timed over `steps` steps."""
+        import time as clock
+
+        started = clock.perf_counter()
+        for _ in range(steps):
+            prepared.step()
+        per_step = (clock.perf_counter() - started) / steps
+        shares = self.behaviour.get("categories", {}).get(config.framework, {"other": 1.0})
+        return {"categories": {name: share * per_step for name, share in shares.items()}, "profiled_steps": steps}
+
     def drop_other(self, config: Config, settings: Settings) -> None:
         pass
 

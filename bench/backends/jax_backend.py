@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere in this process
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # take GPU memory as needed, as the others
@@ -27,6 +28,8 @@ from . import Prepared, StepHook  # noqa: E402
 jax = require("keras-jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .keras_recipe import loss_function, make_optimizer  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -111,7 +114,7 @@ class JaxBackend:
         policy = "float64" if hook is not None and hook.dtype == "float64" else _POLICIES[config.precision]
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(settings.seed)
-        options = {"dropout": hook.dropout} if hook else {}
+        options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
         with jax.default_device(self._device(config)):
             model = build(config.model, "keras-jax", image_size=config.image_size, **options)
         if hook is None:
@@ -186,12 +189,10 @@ class JaxBackend:
                     variable.assign(jax.numpy.array(value, copy=True))  # the state's buffers are donated next step
 
         if config.mode == "train":
-            optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-            if config.precision == "fp16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
             optimizer.build(model.trainable_variables)
             loss_dtype = "float64" if model.dtype_policy.compute_dtype == "float64" else "float32"
-            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=loss_dtype)
+            loss_fn = loss_function(loss_dtype)
 
             def loss_and_state(trainable, non_trainable, x, y):
                 logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -223,6 +224,33 @@ class JaxBackend:
             return logits_of(state, x), state
 
         return variables, write_back, infer_step
+
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The prepared step's time per operator category under jax.profiler, read with xprof, on a GPU; a CPU's
+        JAX profile holds no per-operator statistics, which is what is returned there."""
+        if config.device != "cuda":
+            return {"categories_unavailable": "JAX's profile on a CPU holds no per-operator statistics"}
+        import tempfile
+        from pathlib import Path
+
+        from implementations import get_spec
+        from implementations.keras_models import keras_name
+        from implementations.lowering import lower
+
+        from ..profiling.xplane import categories_from_trace
+
+        layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
+        prepared.step()
+        prepared.sync()
+        with tempfile.TemporaryDirectory(prefix="cnn-bench-explain-") as logdir:
+            jax.profiler.start_trace(logdir)
+            try:
+                for _ in range(steps):
+                    prepared.step()
+                    prepared.sync()
+            finally:
+                jax.profiler.stop_trace()
+            return categories_from_trace(Path(logdir), layer_ops, steps)
 
     def reset_peak_memory(self, config: Config) -> None:
         return None  # JAX has no resettable peak: a GPU's peak comes from the device's own statistics

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a worker of its own
@@ -23,6 +24,8 @@ from . import Prepared, StepHook  # noqa: E402
 tf = require("keras-tensorflow", torch_first=False)  # this worker never loads torch, so never triton
 import keras  # noqa: E402
 
+from .keras_recipe import loss_function, make_optimizer  # noqa: E402
+
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -35,8 +38,9 @@ class TensorFlowBackend:
     def setup_process(self, settings: Settings) -> dict:
         threads = settings.resolved_threads()
         # TensorFlow ignores OMP_NUM_THREADS: set its pools explicitly, as PyTorch's are.
+        inter_op = settings.tf_inter_op_threads or os.cpu_count() or 1
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:  # otherwise TensorFlow reserves nearly all device memory at start
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -46,7 +50,7 @@ class TensorFlowBackend:
             "framework_version": tf.__version__,
             "keras_version": keras.__version__,
             "intra_op_threads": threads,
-            "inter_op_threads": 1,
+            "inter_op_threads": inter_op,
             "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
             "memory_growth": bool(gpus),
             "flush_denormal": "TensorFlow's thread pools flush denormals (default)",
@@ -104,7 +108,7 @@ class TensorFlowBackend:
         policy = "float64" if hook is not None and hook.dtype == "float64" else _POLICIES[config.precision]
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(settings.seed)
-        options = {"dropout": hook.dropout} if hook else {}
+        options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
         with tf.device(device):
             model = build(config.model, "keras-tensorflow", image_size=config.image_size, **options)
         entry = {"key": key, "model": model, "steps": {}}
@@ -119,12 +123,10 @@ class TensorFlowBackend:
         model = entry["model"]
         jit = True if config.compile == "on" else None  # None: TensorFlow's default execution, no XLA
         if config.mode == "train":
-            optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-            if config.precision == "fp16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
             # Keras losses compute in floatx() (float32) unless told: follow a float64 model (the test hook).
             loss_dtype = "float64" if model.dtype_policy.compute_dtype == "float64" else "float32"
-            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=loss_dtype)
+            loss_fn = loss_function(loss_dtype)
 
             @tf.function(jit_compile=jit)
             def device_step(x, y):
@@ -188,6 +190,32 @@ class TensorFlowBackend:
         return Prepared(
             step=step, sync=sync, params=count_params(model), device_name=name, model=model, handle=(inputs, labels)
         )
+
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The prepared step's time per operator category over `steps` steps under TensorFlow's profiler, read
+        with xprof (one step first, unprofiled); a TensorFlow op takes the category of its Keras layer's op."""
+        import tempfile
+        from pathlib import Path
+
+        from implementations import get_spec
+        from implementations.keras_models import keras_name
+        from implementations.lowering import lower
+
+        from ..profiling.xplane import categories_from_trace
+
+        layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
+        prepared.step()
+        prepared.sync()
+        with tempfile.TemporaryDirectory(prefix="cnn-bench-explain-") as logdir:
+            tf.profiler.experimental.start(logdir)
+            try:
+                for number in range(steps):
+                    with tf.profiler.experimental.Trace("step", step_num=number, _r=1):
+                        prepared.step()
+                        prepared.sync()
+            finally:
+                tf.profiler.experimental.stop()
+            return categories_from_trace(Path(logdir), layer_ops, steps)
 
     def reset_peak_memory(self, config: Config) -> None:
         if config.device == "cuda":

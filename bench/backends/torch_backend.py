@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +19,23 @@ from implementations import build, count_params
 from ..config import Config, Settings
 from ..monitors import is_allocation_failure
 from . import Prepared, StepHook
+from .recipe import MOMENTUM, learning_rate
 
 _FORMATS = {"channels_last": torch.channels_last, "channels_first": torch.contiguous_format}
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _HALF = set(_DTYPES.values())
-# Keras keeps the learning rate in a float32 variable (0.01 becomes 0.009999999776): the same number
-# here, so both frameworks take the same step (three float64 momentum steps of ResNet-50 at batch 4
-# amplified the 2e-8 difference to 3e-2 in a weight update).
-LEARNING_RATE = float(
-    torch.tensor(0.01, dtype=torch.float32)
-)  # logits the loss takes in float32 (never a downcast of float64)
+
+
+def make_optimizer(parameters, scale: float = 1.0) -> torch.optim.Optimizer:
+    """The recipe's SGD with momentum (recipe.py) over `parameters`."""
+    return torch.optim.SGD(parameters, lr=learning_rate(scale), momentum=MOMENTUM)
+
+
+def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The recipe's cross-entropy; half-precision logits are taken in float32 (never a downcast of float64)."""
+    return F.cross_entropy(logits.float() if logits.dtype in _HALF else logits, labels)
 
 
 def _no_sync() -> None:
@@ -67,6 +73,28 @@ def set_tf32(enabled: bool) -> dict:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
     }
+
+
+def operator_seconds(prof, gpu: bool, steps: int) -> dict[str, float]:
+    """Seconds per step in each operator category (profiling/categories.py) from a torch.profiler run over
+    `steps` steps: the self time of every ATen op (device time on a GPU); record_function labels left out."""
+    from ..profiling.categories import CATEGORIES, torch_category
+
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CPU:  # kernels: counted in their op's device time
+            continue
+        self_us = event.self_device_time_total if gpu else event.self_cpu_time_total
+        if not self_us or event.name.startswith(("forward", "backward", "optimizer", "stage ", "ProfilerStep")):
+            continue
+        ancestors, parent = [], event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        if not event.name.startswith(("aten::", "Optimizer.")) and not ancestors:
+            continue
+        totals[torch_category(event.name, tuple(ancestors))] += self_us / 1e6 / steps
+    return totals
 
 
 class TorchBackend:
@@ -131,7 +159,7 @@ class TorchBackend:
             return model, self._cached[2]
         self.release()
         torch.manual_seed(settings.seed)
-        options = {"dropout": hook.dropout} if hook else {}
+        options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
         model = build(config.model, "torch", image_size=config.image_size, **options).to(self.device(config))
         if hook is not None and hook.dtype == "float64":
             model = model.double()
@@ -167,7 +195,7 @@ class TorchBackend:
         optimizer = None
         if config.mode == "train":
             model.train()
-            optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
+            optimizer = make_optimizer(model.parameters())
             scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
 
             def step():
@@ -176,7 +204,7 @@ class TorchBackend:
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
                     logits = runnable(inputs[i])
-                    loss = F.cross_entropy(logits.float() if logits.dtype in _HALF else logits, labels[i])
+                    loss = loss_of(logits, labels[i])
                 if scaler is None:
                     loss.backward()
                     optimizer.step()
@@ -222,6 +250,21 @@ class TorchBackend:
         set_layout(layout)
         prepared.set_layout = set_layout if hook is None else None
         return prepared
+
+    def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
+        """The prepared step's time per operator category over `steps` steps under torch.profiler (one
+        step first, unprofiled, so the profiler's own start-up is not in them)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        prepared.step()
+        prepared.sync()
+        cuda = config.device == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                prepared.step()
+                prepared.sync()
+        return {"categories": operator_seconds(prof, cuda, steps), "profiled_steps": steps}
 
     def reset_peak_memory(self, config: Config) -> None:
         if config.device == "cuda":

@@ -13,7 +13,7 @@ from .types import LAYOUTS, MODES, PRECISIONS, Config, Plan, Settings, UsageErro
 DEFAULTS = dict(
     compile=["off"], layouts=["auto"], device="auto", threads=0, warmup_steps=3, windows=6,
     min_window_s=0.5, max_window_steps=1000, timeout_s=600.0, tf32=True, torch_compile_mode="default", seed=0,
-    max_batch=False, max_batch_limit=4096,
+    max_batch=False, max_batch_limit=4096, explain=True,
 )  # fmt: skip
 
 
@@ -57,6 +57,7 @@ def build_plan(options: dict, preset: str = "custom") -> Plan:
         tf32=o["tf32"],
         torch_compile_mode=o["torch_compile_mode"],
         timeout_s=o["timeout_s"],
+        explain=o["explain"],
     )
     check_image_fits(image_size, max(batch_sizes), settings.inputs)
     device = resolve_device(o["device"])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from implementations import get_spec, list_models
 from implementations.frameworks import canonical_framework
-from implementations.specs import ModelNotFoundError
+from implementations.specs import ModelNotFoundError, check_image_size
 
 from .types import COMPILE, DEVICES, LAYOUTS, MODES, PRECISIONS, TORCH_COMPILE_MODES, UsageError
 
@@ -29,6 +32,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] | None = None
+    rule: Callable[[object], None] | None = None  # a further check of each value (the 6n+2 depth rule)
 
     def label(self) -> str:
         return self.name.replace("_", " ")
@@ -86,8 +90,24 @@ class Option:
         if self.choices is not None and value not in self.choices:
             raise UsageError(f"unknown {what} {value!r}; valid {what}s: {', '.join(self.choices)}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise UsageError(f"{what}{_at(where)} must be between {self.low:g} and {self.high:g}, got {value!r}")
+            raise UsageError(
+                f"{what}{_at(where)} must be between {_number(self.low)} and {_number(self.high)}, got {value!r}"
+            )
+        if self.rule is not None:
+            self.rule(value)
         return value
+
+    def typed(self, value, where: str = "on the command line"):
+        """A value from the command line (text) or a default (typed) to checked data."""
+        return self.parse(value, where) if isinstance(value, str) else self.check(value, "")
+
+    def span(self) -> str:
+        """The valid range or choices, for --help."""
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return f"{_number(self.low)}-{_number(self.high)}"
+        return ""
 
     def _what(self) -> str:
         return SINGULAR.get(self.name, self.label())
@@ -99,6 +119,10 @@ class Option:
 
     def _example(self) -> str:
         return ", ".join(repr(c) for c in self.choices[:2]) if self.choices else ("1, 8" if self.item is int else "'a'")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _at(where: str) -> str:
@@ -134,6 +158,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_window_steps", int, low=1, high=1_000_000),
         Option("timeout_s", float, low=1, high=86_400),
         Option("tf32", bool),
+        Option("explain", bool),
         Option("torch_compile_mode", str, choices=TORCH_COMPILE_MODES),
         Option("seed", int, low=0, high=2**32 - 1),
         Option("max_batch", bool),
@@ -167,11 +192,41 @@ def expand_models(patterns) -> list[str]:
                 )
             names += matched
         else:
-            try:
-                names.append(get_spec(pattern).name)
-            except (ModelNotFoundError, ValueError) as error:
-                raise UsageError(str(error)) from None
+            names.append(model_spec(pattern).name)
     return list(dict.fromkeys(names))
+
+
+# The deepest CIFAR-style network of He et al. (2015), and of the registry: deeper ones build by name but
+# would run for days on a CPU.
+MAX_CIFAR_DEPTH = 1202
+_CIFAR_NAME = re.compile(r"^(resnet|plain)(\d+)_cifar(_nobn)?$")
+
+
+def check_cifar_depth(depth: int) -> None:
+    """The 6n+2 rule of CIFAR-style ResNets (and their plain twins), bounded by MAX_CIFAR_DEPTH."""
+    if depth < 8 or (depth - 2) % 6 or depth > MAX_CIFAR_DEPTH:
+        raise UsageError(
+            f"a CIFAR-style depth must be 6n+2 with n >= 1, at most {MAX_CIFAR_DEPTH} (8, 14, 20, 32, 44, 56, 110, "
+            f"..., {MAX_CIFAR_DEPTH}); got {depth}"
+        )
+
+
+def model_spec(name: str):
+    """The spec of a model name (a CIFAR-style name held to the 6n+2 rule); UsageError naming the valid ones."""
+    match = _CIFAR_NAME.match(name)
+    if match:
+        check_cifar_depth(int(match.group(2)))
+    try:
+        return get_spec(name)
+    except (ModelNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def check_model_size(spec, image_size: int) -> None:
+    try:
+        check_image_size(spec, image_size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def physical_memory_bytes() -> int | None:
@@ -227,6 +282,56 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs the frameworks would see, found without importing one: NVML, else the driver's
+    /proc/driver/nvidia/gpus, else `nvidia-smi -L`; CUDA_VISIBLE_DEVICES caps the count as it caps theirs."""
+    count = _nvml_count()
+    if count is None:
+        listed = Path("/proc/driver/nvidia/gpus")
+        count = len(list(listed.iterdir())) if listed.is_dir() else _nvidia_smi_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries = []
+        for entry in visible.split(","):
+            if not entry.strip() or entry.strip().startswith("-"):
+                break  # the CUDA runtime stops at the first invalid entry
+            entries.append(entry)
+        count = min(count, len(entries))
+    return count
+
+
+def _nvml_count() -> int | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+
+
+def _nvidia_smi_count() -> int:
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU ")) if listed.returncode == 0 else 0
+
+
+def require_cuda() -> int:
+    """The number of GPUs, for a command given --device cuda; UsageError on a machine without one."""
+    count = gpu_count()
+    if count < 1:
+        raise UsageError(
+            "--device cuda needs an NVIDIA GPU and this machine shows none (NVML, /proc/driver/nvidia and nvidia-smi "
+            "find none, or CUDA_VISIBLE_DEVICES hides them); valid devices here: cpu (auto picks it)"
+        )
+    return count
+
+
 def check_output_dir(path: Path) -> None:
     """Refuse an existing run (never overwrite) or a directory we cannot create and write, before any work."""
     if (path / "results.jsonl").exists():
@@ -241,3 +346,170 @@ def check_output_dir(path: Path) -> None:
         raise UsageError(f"output directory {str(path)!r} is not writable: {error.strerror or error}") from None
     if not existed:
         path.rmdir()  # created only to prove it can be; the run creates it again
+
+
+# --- the other commands: the same options, bounds and rules --------------------------------------------
+#
+# Every command's values go through check_command before any work: the shared options are the `run`
+# schema's own objects (windows, seconds per window, timeout, image size), so a bound is stated once.
+
+MAX_REPLICAS = 1024
+MAX_SHARDS = 10_000
+
+BATCH_SIZE = Option("batch_size", int, low=1, high=MAX_BATCH_SIZE)
+COMMAND_OPTIONS: dict[str, dict[str, Option]] = {
+    "models": {"image_size": OPTIONS["image_size"]},
+    "profile": {
+        "frameworks": OPTIONS["frameworks"],
+        "batch_size": BATCH_SIZE,
+        "mode": Option("mode", str, choices=MODES),
+        "image_size": OPTIONS["image_size"],
+        "precision": Option("precision", str, choices=("fp32", "bf16")),
+        "device": OPTIONS["device"],
+        "windows": OPTIONS["windows"],
+        "min_window_s": OPTIONS["min_window_s"],
+    },
+    "gradient-flow": {
+        "depths": Option("depths", list, int, rule=check_cifar_depth),
+        "frameworks": OPTIONS["frameworks"],
+        "batch_size": BATCH_SIZE,
+        "steps": Option("steps", int, low=0, high=100),
+    },
+    "scale": {
+        "models": OPTIONS["models"],
+        "frameworks": OPTIONS["frameworks"],
+        "replicas": Option("replicas", list, int, low=1, high=MAX_REPLICAS),
+        "nodes": Option("nodes", int, low=1, high=MAX_REPLICAS),
+        "batch_size": BATCH_SIZE,
+        "image_size": OPTIONS["image_size"],
+        "device": Option("device", str, choices=("cpu", "cuda")),
+        "windows": OPTIONS["windows"],
+        "min_window_s": OPTIONS["min_window_s"],
+        "timeout_s": OPTIONS["timeout_s"],
+        "kill_rank": Option("kill_rank", int, low=0, high=MAX_REPLICAS - 1),
+        "hang_rank": Option("hang_rank", int, low=0, high=MAX_REPLICAS - 1),
+    },
+    "merge": {},
+    "submit": {
+        "shards": Option("shards", int, low=1, high=MAX_SHARDS),
+        "timeout_min": Option("timeout_min", int, low=1, high=30 * 24 * 60),
+        "gpus_per_node": Option("gpus_per_node", int, low=0, high=64),
+    },
+}
+SINGULAR.update(depths="depth", replicas="replica count")
+
+
+def span(command: str, name: str) -> str:
+    """An option's valid range or choices, for --help."""
+    return (OPTIONS if command == "run" else COMMAND_OPTIONS[command])[name].span()
+
+
+def check_command(command: str, given: dict, local: bool = True) -> dict:
+    """The values of one command checked against its schema and rules (UsageError naming what is valid),
+    with what they imply filled in (the device resolved, engines canonical, default sizes). `local`:
+    the work runs on this machine, so its cores and GPUs bound it (a submission to Slurm does not)."""
+    values = dict(given)
+    for name, option in COMMAND_OPTIONS[command].items():
+        if values.get(name) is not None:
+            values[name] = option.typed(values[name])
+    rule = COMMAND_RULES.get(command)
+    if rule is not None:
+        rule(values, local)
+    return values
+
+
+def check_engines(frameworks, supported: tuple[str, ...], what: str) -> tuple[str, ...]:
+    engines = parse_frameworks(frameworks)
+    for engine in engines:
+        if engine not in supported:
+            raise UsageError(f"{engine} cannot {what} yet; valid engines here: {', '.join(supported)}")
+    return tuple(engines)
+
+
+def _device_limit(device: str, local: bool) -> tuple[int, str]:
+    """How many replicas this machine holds: one per core on a CPU, one per GPU on cuda."""
+    if device == "cuda":
+        return (require_cuda() if local else MAX_REPLICAS), "GPU(s)"
+    return (_cores() if local else MAX_REPLICAS), "core(s)"
+
+
+def _models_rule(v: dict, local: bool) -> None:
+    if v.get("name") is not None:
+        spec = model_spec(v["name"])
+        v["image_size"] = spec.default_image_size if v.get("image_size") is None else v["image_size"]
+        check_model_size(spec, v["image_size"])
+    elif v.get("image_size") is not None:  # the CIFAR family keeps its 32 px in the list
+        for name in list_models():
+            if not get_spec(name).family.endswith("_cifar"):
+                check_model_size(get_spec(name), v["image_size"])
+
+
+def _profile_rule(v: dict, local: bool) -> None:
+    from ..profiling.run import PROFILED_ENGINES
+
+    spec = model_spec(v["model"])
+    v["model"] = spec.name
+    v["engines"] = check_engines(v["frameworks"], PROFILED_ENGINES, "be profiled")
+    v["device"] = resolve_device(v["device"])
+    if v["device"] == "cuda" and local:
+        require_cuda()
+    if v.get("batch_size") is None:
+        v["batch_size"] = 64 if v["device"] == "cuda" else 8
+    if v.get("image_size") is None:
+        v["image_size"] = spec.default_image_size
+    check_model_size(spec, v["image_size"])
+    check_image_fits(v["image_size"], v["batch_size"], inputs=1)
+
+
+def _gradient_flow_rule(v: dict, local: bool) -> None:
+    from ..profiling.run import GRADIENT_FLOW_ENGINES
+
+    v["depths"] = tuple(dict.fromkeys(v["depths"]))
+    v["engines"] = check_engines(v["frameworks"], GRADIENT_FLOW_ENGINES, "run the gradient-flow study")
+    check_image_fits(32, v["batch_size"], inputs=1)
+
+
+def _scale_rule(v: dict, local: bool) -> None:
+    from ..scaleout.scaling import STRATEGIES
+
+    specs = [get_spec(name) for name in expand_models(v["models"])]
+    v["models"] = tuple(spec.name for spec in specs)
+    v["engines"] = check_engines(v["frameworks"], tuple(STRATEGIES), "run data-parallel")
+    replicas = tuple(sorted({1, *v["replicas"]}))
+    v["replicas"] = replicas
+    limit, unit = _device_limit(v["device"], local)
+    if replicas[-1] > limit:
+        raise UsageError(
+            f"--replicas must be between 1 and {limit} here (one replica per {unit.removesuffix('(s)')}: this "
+            f"machine has {limit} {unit}), got {replicas[-1]}"
+        )
+    nodes = v["nodes"]
+    if nodes > 1 and any(n not in (1, nodes) for n in replicas):
+        raise UsageError(f"--nodes {nodes} runs one replica per worker: give --replicas {nodes} (1 is the baseline)")
+    for rank in ("kill_rank", "hang_rank"):
+        if v.get(rank) is not None and v[rank] >= replicas[-1]:
+            raise UsageError(f"--{rank.replace('_', '-')} must be a rank below {replicas[-1]}, got {v[rank]}")
+    for spec in specs:
+        check_model_size(spec, v["image_size"] or spec.default_image_size)
+    v["image_size"] = v["image_size"] or specs[0].default_image_size
+    check_image_fits(v["image_size"], v["batch_size"] * replicas[-1], inputs=1)
+
+
+def _merge_rule(v: dict, local: bool) -> None:
+    out, shards = Path(v["out"]), [Path(s) for s in v["shards"]]
+    for shard in shards:
+        if not shard.is_dir():
+            raise UsageError(f"{shard} is not a run folder (no such folder); give the folders of `run --shard I/N`")
+    if out.exists() and any(out.resolve() == shard.resolve() for shard in shards):
+        raise UsageError(f"{out} is one of the shards; the merged run needs a new folder")
+    if (out / "results.jsonl").exists():
+        raise UsageError(f"{out} already holds a run; give a new folder")
+
+
+COMMAND_RULES: dict[str, Callable[[dict, bool], None]] = {
+    "models": _models_rule,
+    "profile": _profile_rule,
+    "gradient-flow": _gradient_flow_rule,
+    "scale": _scale_rule,
+    "merge": _merge_rule,
+}

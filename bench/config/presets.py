@@ -56,7 +56,8 @@ PRESETS: dict[str, dict] = {
         windows=6,
         min_window_s=0.25,
     ),
-    # The full study on a GPU (about an hour of PyTorch alone on an H200): every ImageNet depth at 224 px,
+    # The full study on a GPU (over two hours of PyTorch alone on an H200, by the estimate README.md quotes from
+    # the committed records): every ImageNet depth at 224 px,
     # batch 1 to 256, fp32 and bf16, every engine (one not installed is recorded as skipped, with the command
     # that installs it).
     "gpu-full": dict(

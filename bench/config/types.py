@@ -67,6 +67,12 @@ class Settings:
     tf32: bool = True
     torch_compile_mode: str = "default"
     timeout_s: float = 600.0
+    # TensorFlow's inter-op pool (0: all cores). 1 is the default: `python -m bench.tf_threads` measured it
+    # against all cores on the default CPU cells (results/tf-threads/).
+    tf_inter_op_threads: int = 1
+    # A short profiled pass after each cell's windows (untimed) gives each record its operator categories: the
+    # report's findings explain a gap by them. Off: no pass.
+    explain: bool = True
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from tabulate import tabulate
 
 from implementations import get_spec
 
+from ..atomic import save_figure, write_csv, write_text
 from ..tables import sig3
 
 TUTORIAL = (
@@ -99,13 +99,8 @@ def write_flow_report(data: dict, out: Path) -> Path:
     plot = _plot(results, request["models"], out)
     if plot:
         lines += ["", f"![gradient norm per layer]({plot.name})", ""]
-    with (out / "gradient_flow.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["engine", "model", "step", "layer_index", "layer", "grad_norm"])
-        writer.writerows(csv_rows)
-    path = out / "gradient_flow.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    write_csv(out / "gradient_flow.csv", ["engine", "model", "step", "layer_index", "layer", "grad_norm"], csv_rows)
+    return write_text(out / "gradient_flow.md", "\n".join(lines) + "\n")
 
 
 def _agreement(results, models) -> dict[str, dict[str, float]]:
@@ -230,6 +225,6 @@ def _plot(results, models, out: Path) -> Path | None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     path = out / "gradient_flow.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -40,19 +40,18 @@ def torch_model(name: str, image_size: int, seed: int):
 
 def _torch_run(name: str, request: dict) -> dict:
     import torch
-    import torch.nn.functional as F
 
-    from ..backends.torch_backend import LEARNING_RATE
+    from ..backends.torch_backend import loss_of, make_optimizer
 
     model = torch_model(name, request["image_size"], request["seed"])
     model.train()
     layers = weight_layers(name, request["image_size"])
     weights = [model.get_submodule(layer).weight for layer in layers]
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE * request["lr_scale"], momentum=0.9)
+    optimizer = make_optimizer(model.parameters(), request["lr_scale"])
     norms, losses = [], []
     for images, labels in batches(request, get_spec(name).default_classes):
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(torch.from_numpy(images)), torch.from_numpy(labels))
+        loss = loss_of(model(torch.from_numpy(images)), torch.from_numpy(labels))
         loss.backward()
         norms.append([float(w.grad.norm()) for w in weights])
         losses.append(float(loss))
@@ -67,14 +66,16 @@ def _keras_run(name: str, request: dict) -> dict:
     from implementations import build, torch_to_keras
     from implementations.keras_models import keras_name
 
+    from ..backends.keras_recipe import loss_function, make_optimizer
+
     keras.mixed_precision.set_global_policy("float32")
     model = build(name, "keras-tensorflow", image_size=request["image_size"])
     torch_to_keras(torch_model(name, request["image_size"], request["seed"]), model)
     layers = weight_layers(name, request["image_size"])
     kernels = [model.get_layer(keras_name(layer)).kernel for layer in layers]
     variables = model.trainable_variables
-    optimizer = keras.optimizers.SGD(learning_rate=0.01 * request["lr_scale"], momentum=0.9)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = make_optimizer(request["lr_scale"])
+    loss_fn = loss_function()
 
     @tf.function
     def step(images, labels):
@@ -101,15 +102,17 @@ def _jax_run(name: str, request: dict) -> dict:
     from implementations import build, torch_to_keras
     from implementations.keras_models import keras_name
 
+    from ..backends.keras_recipe import loss_function, make_optimizer
+
     keras.mixed_precision.set_global_policy("float32")
     model = build(name, "keras-jax", image_size=request["image_size"])
     torch_to_keras(torch_model(name, request["image_size"], request["seed"]), model)
     layers = weight_layers(name, request["image_size"])
     kernels = [model.get_layer(keras_name(layer)).kernel for layer in layers]
     index = [next(i for i, v in enumerate(model.trainable_variables) if v is kernel) for kernel in kernels]
-    optimizer = keras.optimizers.SGD(learning_rate=0.01 * request["lr_scale"], momentum=0.9)
+    optimizer = make_optimizer(request["lr_scale"])
     optimizer.build(model.trainable_variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_fn = loss_function()
 
     def loss_and_state(trainable, non_trainable, images, labels):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, images, training=True)

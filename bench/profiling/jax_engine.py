@@ -15,17 +15,17 @@ import shutil
 from pathlib import Path
 
 import jax
-import keras
 
 from implementations.keras_models import keras_name
 
+from ..backends.keras_recipe import loss_function, make_optimizer
+from .data import nchw, nchw_shape, nhwc, summary
 from .gradients import gradient_flow as _gradient_flow
-from .keras_stages import keras_profile_setup
+from .keras_stages import gradient_names, keras_profile_setup
 from .measure import profile_result, time_returning
 from .xplane import categories_from_trace
 
 PROFILED_STEPS = 3
-LEARNING_RATE = 0.01
 
 
 def _touch(tree):
@@ -33,53 +33,88 @@ def _touch(tree):
     return jax.numpy.stack([leaf.ravel()[0].astype("float32") for leaf in jax.tree_util.tree_leaves(tree)])
 
 
+def _float32_if_half(logits):
+    return logits.astype("float32") if logits.dtype in (jax.numpy.float16, jax.numpy.bfloat16) else logits
+
+
+class _Setup:
+    """The whole model, its stages (with their weights as arrays), and each stage's real input and upstream
+    gradient, on the profile's data."""
+
+    def __init__(self, request: dict, float64: bool = False):
+        if float64:
+            from ..backends.jax_backend import _float64_everywhere
+
+            _float64_everywhere()
+        self.train = request["mode"] == "train"
+        self.lowered, self.model, self.stages, data = keras_profile_setup(request, float64)
+        self.images = jax.numpy.asarray(nhwc(data.images))
+        self.labels = jax.numpy.asarray(data.labels.astype("int32"))
+        self.loss_fn = loss_function("float64" if float64 else "float32")
+        self.weights, self.inputs, self.upstream, x = [], [], [], self.images
+        for index, (_, stage) in enumerate(self.stages):
+            trainable = [v.value for v in stage.trainable_variables]
+            non_trainable = [v.value for v in stage.non_trainable_variables]
+            self.weights.append((trainable, non_trainable))
+            self.inputs.append(x)
+            x = jax.block_until_ready(stage.stateless_call(trainable, non_trainable, x, training=self.train)[0])
+            last = index == len(self.stages) - 1
+            self.upstream.append(None if last else jax.numpy.asarray(nhwc(data.upstream(nchw_shape(x.shape))), x.dtype))
+
+
 def profile(request: dict) -> dict:
-    train = request["mode"] == "train"
-    lowered, model, stages, images, labels, rng = keras_profile_setup(request)
-    images, labels = jax.numpy.asarray(images), jax.numpy.asarray(labels)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def state(m):
-        return [v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables]
-
-    functions, x = {}, images
-    head = len(stages) - 1
-    for index, (name, stage) in enumerate(stages):
-        trainable, non_trainable = state(stage)
-        source = x
-        x = jax.block_until_ready(stage.stateless_call(trainable, non_trainable, x, training=False)[0])
-        gradient = jax.numpy.asarray(rng.standard_normal(x.shape), x.dtype)
-        functions.update(_stage_functions(name, stage, trainable, non_trainable, source, gradient, labels, loss_fn,
-                                          train, last=index == head))  # fmt: skip
-    functions.update(_whole_functions(model, images, labels, loss_fn, train))
+    setup = _Setup(request)
+    functions = {}
+    for index, (name, _) in enumerate(setup.stages):
+        functions.update(_stage_functions(name, index, setup))
+    functions.update(_whole_functions(setup.model, setup.images, setup.labels, setup.loss_fn, setup.train))
     timed = time_returning(functions, jax.block_until_ready, windows=request["windows"],
                            min_window_s=request["min_window_s"])  # fmt: skip
-    result = profile_result("keras-jax", "channels_last", timed, [name for name, _ in stages])
+    result = profile_result("keras-jax", "channels_last", timed, [name for name, _ in setup.stages])
     if request["ops"] or request["trace"]:
-        result.update(_operator_profile(stages, lowered, images, labels, loss_fn, train, request))
+        result.update(_operator_profile(setup.stages, setup.lowered, setup.images, setup.labels, setup.loss_fn,
+                                        setup.train, request))  # fmt: skip
     return result
 
 
-def _stage_functions(name, stage, trainable, non_trainable, source, gradient, labels, loss_fn, train, last):
+def stage_gradients(index: int, setup: _Setup):
+    """One stage's forward and backward, jitted, the work its profile times: weights, input -> (output,
+    gradients of the stage's trainable weights and, for every stage but the first, of its input). The head
+    takes the recipe's loss, the others their upstream gradient."""
+    _, stage = setup.stages[index]
+    _, non_trainable = setup.weights[index]
+    gradient, labels, loss_fn, train = setup.upstream[index], setup.labels, setup.loss_fn, setup.train
+
     def forward_of(weights, x):
         return stage.stateless_call(weights, non_trainable, x, training=train)[0]
 
-    forward = jax.jit(forward_of)
-    if not train:
-        return {f"{name}/forward": lambda: forward(trainable, source)}
+    arguments = (0, 1) if index > 0 else (0,)
 
     @jax.jit
-    def forward_backward(weights, x):
-        if last:
-            return _touch(
-                jax.grad(lambda w, v: loss_fn(labels, forward_of(w, v).astype("float32")), (0, 1))(weights, x)
-            )
-        _, pullback = jax.vjp(forward_of, weights, x)
-        return _touch(pullback(gradient))
+    def run(weights, x):
+        if gradient is None:
+            out = forward_of(weights, x)
+            grads = jax.grad(lambda *a: loss_fn(labels, _float32_if_half(forward_of(*a))), arguments)(weights, x)
+            return out, grads
+        out, pullback = jax.vjp(forward_of, weights, x)
+        grads = pullback(gradient)
+        return out, grads if index > 0 else grads[:1]
 
+    return run
+
+
+def _stage_functions(name, index: int, setup: _Setup) -> dict:
+    _, stage = setup.stages[index]
+    trainable, non_trainable = setup.weights[index]
+    source, train = setup.inputs[index], setup.train
+    forward = jax.jit(lambda w, x: stage.stateless_call(w, non_trainable, x, training=train)[0])
+    if not train:
+        return {f"{name}/forward": lambda: forward(trainable, source)}
+    gradients = stage_gradients(index, setup)
+    touched = jax.jit(lambda w, x: _touch(gradients(w, x)[1]))
     return {
         f"{name}/forward": lambda: forward(trainable, source),
-        f"{name}/forward_backward": lambda: forward_backward(trainable, source),
+        f"{name}/forward_backward": lambda: touched(trainable, source),
     }
 
 
@@ -95,7 +130,7 @@ def _whole_functions(model, images, labels, loss_fn, train):
     if not train:
         return {"whole/forward": lambda: forward(trainable)}
     forward_backward = jax.jit(lambda w: _touch(jax.grad(loss_of)(w)))
-    optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=0.9)
+    optimizer = make_optimizer()
     optimizer.build(model.trainable_variables)
     optimizer_state = [v.value for v in optimizer.variables]
     gradients = jax.jit(jax.grad(loss_of))(trainable)
@@ -118,6 +153,28 @@ def _whole_functions(model, images, labels, loss_fn, train):
         "whole/step": train_step,
         "whole/optimizer": lambda: apply(optimizer_state, gradients, trainable),  # on copies: nothing kept
     }
+
+
+def equal_work(request: dict) -> dict:
+    """For the equal-work test: each stage's output and gradients, in float64, from PyTorch's seeded weights,
+    for each model of request["models"]."""
+    return {"engine": "keras-jax", "models": {m: _equal_work(dict(request, model=m)) for m in request["models"]}}
+
+
+def _equal_work(request: dict) -> dict:
+    import numpy as np
+
+    setup = _Setup(request, float64=True)
+    stages = {}
+    for index, (name, stage) in enumerate(setup.stages):
+        trainable, _ = setup.weights[index]
+        out, grads = stage_gradients(index, setup)(trainable, setup.inputs[index])
+        leaves = [*grads[0]] + ([grads[1]] if index > 0 else [])
+        names = gradient_names(stage, setup.lowered, index > 0)
+        arrays = {"output": nchw(np.asarray(out))}
+        arrays.update({key: np.asarray(g) for key, g in zip(names, leaves, strict=True)})
+        stages[name] = summary(arrays)
+    return stages
 
 
 def _operator_profile(stages, lowered, images, labels, loss_fn, train, request) -> dict:

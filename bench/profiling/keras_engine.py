@@ -11,41 +11,54 @@ import tensorflow as tf
 
 from implementations.keras_models import keras_name
 
+from ..backends.keras_recipe import loss_function, make_optimizer
+from .data import nchw, nchw_shape, nhwc, summary
 from .gradients import gradient_flow as _gradient_flow
-from .keras_stages import keras_profile_setup
+from .keras_stages import gradient_names, keras_profile_setup
 from .measure import profile_result, time_returning
 from .xplane import categories_from_trace
 
 PROFILED_STEPS = 3
-LEARNING_RATE = 0.01  # the harness's (the Keras optimizer keeps it in float32)
+
+
+class _Setup:
+    """The whole model, its stages, and each stage's real input and upstream gradient, on the profile's data."""
+
+    def __init__(self, request: dict, float64: bool = False):
+        self.train = request["mode"] == "train"
+        self.lowered, self.model, self.stages, data = keras_profile_setup(request, float64)
+        dtype = tf.float64 if float64 else tf.float32
+        self.images = tf.constant(nhwc(data.images), dtype)
+        self.labels = tf.constant(data.labels, tf.int32)
+        self.loss_fn = loss_function("float64" if float64 else "float32")
+        self.inputs, self.upstream, x = [], [], self.images
+        for index, (_, stage) in enumerate(self.stages):
+            self.inputs.append(x)
+            x = stage(x, training=self.train)  # as PyTorch's stages in their mode
+            last = index == len(self.stages) - 1
+            self.upstream.append(None if last else tf.constant(nhwc(data.upstream(nchw_shape(x.shape))), x.dtype))
 
 
 def profile(request: dict) -> dict:
-    train = request["mode"] == "train"
     device = "/GPU:0" if request["device"] == "cuda" else "/CPU:0"
     with tf.device(device):
-        lowered, model, stages, images, labels, rng = keras_profile_setup(request)
-        images, labels = tf.constant(images), tf.constant(labels)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        inputs, upstream, x = [], [], images
-        for _, stage in stages:
-            inputs.append(x)
-            x = tf.cast(stage(x, training=False), tf.float32)
-            upstream.append(tf.constant(rng.standard_normal(x.shape.as_list()), x.dtype))
+        setup = _Setup(request)
         functions = {}
-        for index, (name, stage) in enumerate(stages):
-            functions.update(_stage_functions(name, stage, inputs[index], upstream[index], labels, loss_fn, train,
-                                              last=index == len(stages) - 1))  # fmt: skip
-        functions.update(_whole_functions(model, images, labels, loss_fn, train))
+        for index, (name, stage) in enumerate(setup.stages):
+            functions.update(_stage_functions(name, stage, index, setup))
+        functions.update(_whole_functions(setup.model, setup.images, setup.labels, setup.loss_fn, setup.train))
 
     def block(value):
         tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, value)
 
     timed = time_returning(functions, block, windows=request["windows"], min_window_s=request["min_window_s"])
-    result = profile_result("keras-tensorflow", "channels_last", timed, [name for name, _ in stages])
+    result = profile_result("keras-tensorflow", "channels_last", timed, [name for name, _ in setup.stages])
     if request["ops"] or request["trace"]:
         with tf.device(device):
-            result.update(_operator_profile(stages, lowered, images, labels, loss_fn, train, request))
+            result.update(
+                _operator_profile(setup.stages, setup.lowered, setup.images, setup.labels, setup.loss_fn,
+                                  setup.train, request)
+            )  # fmt: skip
     return result
 
 
@@ -56,38 +69,47 @@ def _touch(gradients):
 
 
 def _cast(logits):
-    return tf.cast(logits, tf.float32) if logits.dtype != tf.float32 else logits
+    return tf.cast(logits, tf.float32) if logits.dtype not in (tf.float32, tf.float64) else logits
 
 
-def _stage_functions(name, stage, source, gradient, labels, loss_fn, train, last):
-    if not train:
-        forward = tf.function(lambda: stage(source, training=False))
-        return {f"{name}/forward": forward}
+def stage_gradients(stage, index: int, setup: _Setup):
+    """One stage's forward and backward as a tf.function, the work its profile times: (output, gradients of
+    the stage's trainable variables and, for every stage but the first, of its input). The head takes the
+    recipe's loss, the others their upstream gradient."""
+    source, gradient, labels, loss_fn = setup.inputs[index], setup.upstream[index], setup.labels, setup.loss_fn
+    with_input = index > 0
     variables = stage.trainable_variables
 
     @tf.function
-    def forward():
-        return stage(source, training=True)
-
-    @tf.function
-    def forward_backward():
+    def run():
         with tf.GradientTape() as tape:
-            tape.watch(source)
+            if with_input:
+                tape.watch(source)
             out = stage(source, training=True)
-            if last:
-                out = loss_fn(labels, _cast(out))
-        if last:
-            return _touch(tape.gradient(out, variables + [source]))
-        return _touch(tape.gradient(out, variables + [source], output_gradients=tf.cast(gradient, out.dtype)))
+            target = loss_fn(labels, _cast(out)) if gradient is None else out
+        targets = variables + ([source] if with_input else [])
+        upstream = None if gradient is None else tf.cast(gradient, out.dtype)
+        return out, tape.gradient(target, targets, output_gradients=upstream)
 
-    return {f"{name}/forward": forward, f"{name}/forward_backward": forward_backward}
+    return run
+
+
+def _stage_functions(name, stage, index: int, setup: _Setup) -> dict:
+    source = setup.inputs[index]
+    if not setup.train:
+        return {f"{name}/forward": tf.function(lambda: stage(source, training=False))}
+    gradients = stage_gradients(stage, index, setup)
+    return {
+        f"{name}/forward": tf.function(lambda: stage(source, training=True)),
+        f"{name}/forward_backward": tf.function(lambda: _touch(gradients()[1])),
+    }
 
 
 def _whole_functions(model, images, labels, loss_fn, train):
     if not train:
         return {"whole/forward": tf.function(lambda: model(images, training=False))}
     variables = model.trainable_variables
-    optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=0.9)
+    optimizer = make_optimizer()
 
     @tf.function
     def forward():
@@ -114,7 +136,7 @@ def _whole_functions(model, images, labels, loss_fn, train):
     # to the model itself, window after window, would walk its weights away).
     gradients = [tf.constant(g) for g in gradients_of_the_batch()]
     copies = [keras.Variable(v.numpy(), name=f"copy_{i}") for i, v in enumerate(variables)]
-    apart = keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=0.9)
+    apart = make_optimizer()
     apart.build(copies)
 
     @tf.function
@@ -130,11 +152,29 @@ def _whole_functions(model, images, labels, loss_fn, train):
     }
 
 
+def equal_work(request: dict) -> dict:
+    """For the equal-work test: each stage's output and gradients, in float64, from PyTorch's seeded weights,
+    for each model of request["models"]."""
+    return {"engine": "keras-tensorflow", "models": {m: _equal_work(dict(request, model=m)) for m in request["models"]}}
+
+
+def _equal_work(request: dict) -> dict:
+    setup = _Setup(request, float64=True)
+    stages = {}
+    for index, (name, stage) in enumerate(setup.stages):
+        out, grads = stage_gradients(stage, index, setup)()
+        names = gradient_names(stage, setup.lowered, index > 0)
+        arrays = {"output": nchw(out.numpy())}
+        arrays.update({key: g.numpy() for key, g in zip(names, grads, strict=True)})
+        stages[name] = summary(arrays)
+    return stages
+
+
 def _operator_profile(stages, lowered, images, labels, loss_fn, train, request) -> dict:
     """TensorFlow's profiler over PROFILED_STEPS steps of the stage-by-stage model, each stage under a name
     scope and each step under a trace annotation; categories from xprof's framework_op_stats."""
     variables = [v for _, stage in stages for v in stage.trainable_variables]
-    optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=0.9)
+    optimizer = make_optimizer()
 
     @tf.function
     def step():

@@ -1,4 +1,4 @@
-"""Stage sub-models of a Keras model, on whichever Keras backend the process runs."""
+"""Stage sub-models of a Keras model, and the set-up both Keras engines start a profile from."""
 
 from __future__ import annotations
 
@@ -19,23 +19,43 @@ def keras_stage_models(model, lowered: tuple[Layer, ...], name: str) -> list[tup
     return stages
 
 
-def keras_profile_setup(request: dict):
+def keras_profile_setup(request: dict, float64: bool = False):
     """What both Keras engines start a profile from: the precision policy and seed set, the lowered layers,
-    the whole model, its stage models, and the images and labels as NumPy arrays (NHWC), with the random
-    generator that made them (upstream gradients come from it next)."""
+    the whole model, its stage models, and the profile's data (data.ProfileData: the same images, labels and
+    upstream gradients as PyTorch's). With `float64` (the equal-work check) the model runs in float64 and holds
+    PyTorch's seeded weights, transferred by name."""
     import keras
     import numpy as np
 
     from implementations import get_spec
     from implementations.lowering import lower
 
+    from .data import ProfileData
+
     spec = get_spec(request["model"])
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if request["precision"] == "bf16" else "float32")
+    policy = "float64" if float64 else ("mixed_bfloat16" if request["precision"] == "bf16" else "float32")
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(request["seed"])
-    rng = np.random.default_rng(request["seed"])
     lowered = lower(spec, request["image_size"], spec.default_classes)
     model = keras_from_layers(lowered, spec.name)
-    batch, size = request["batch_size"], request["image_size"]
-    images = rng.standard_normal((batch, size, size, 3)).astype("float32")
-    labels = rng.integers(0, spec.default_classes, batch).astype("int32")
-    return lowered, model, keras_stage_models(model, lowered, spec.name), images, labels, rng
+    if float64:
+        from implementations import torch_to_keras
+
+        from .gradients import torch_model
+
+        torch_to_keras(torch_model(spec.name, request["image_size"], request["seed"]), model)
+    data = ProfileData(request, spec.default_classes, np.float64 if float64 else np.float32)
+    return lowered, model, keras_stage_models(model, lowered, spec.name), data
+
+
+def gradient_names(stage, lowered: tuple[Layer, ...], with_input: bool) -> list[str]:
+    """data.gradient_key of each trainable variable of a stage, in order, then "input" when it has one."""
+    from .data import gradient_key
+
+    torch_names = {keras_name(layer.name): layer.name for layer in lowered}
+    kinds = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
+    names = []
+    for variable in stage.trainable_variables:
+        layer, kind = variable.path.split("/")[-2:]
+        names.append(gradient_key(torch_names[layer], kinds[kind]))
+    return names + (["input"] if with_input else [])

@@ -37,10 +37,9 @@ def time_in_rounds(
         calls[name] = timing.steps_per_window(warm.step_estimate_s, min_window_s, 10_000)
     per_call: dict[str, list[float]] = {name: [] for name in functions}
     names = list(functions)
-    for index in range(windows):
-        for name in names if index % 2 == 0 else names[::-1]:
-            window = timing.window(functions[name], sync, calls[name], per_step_marks=False)
-            per_call[name].append(window.seconds / calls[name])
+    for _, name in timing.alternating(names, windows):
+        window = timing.window(functions[name], sync, calls[name], per_step_marks=False)
+        per_call[name].append(window.seconds / calls[name])
     result = {}
     for name, values in per_call.items():
         interval = stats.median_interval(values)

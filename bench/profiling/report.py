@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from tabulate import tabulate
 from implementations import get_spec
 from implementations.lowering import lower, stage_costs
 
+from ..atomic import save_figure, write_csv, write_text
 from ..tables import sig3
 from .categories import CATEGORIES
 
@@ -21,7 +21,7 @@ SUM_TOLERANCE = 0.15  # stage times must add up to the whole step within this
 @dataclass(frozen=True)
 class StageTime:
     stage: str
-    forward_s: float
+    forward_s: float | None  # None for the optimizer row
     backward_s: float | None  # forward+backward minus forward (None for inference)
     total_s: float  # forward+backward (training) or forward (inference): one measured function
     low_s: float | None  # 95% interval of total_s
@@ -39,6 +39,15 @@ def stage_times(result: dict, train: bool) -> list[StageTime]:
     return rows
 
 
+def step_parts(result: dict, train: bool) -> list[StageTime]:
+    """The stages, and when training the optimizer alone: the parts that make up a whole step."""
+    rows = stage_times(result, train)
+    if train:
+        optimizer = result["timings"]["whole/optimizer"]
+        rows.append(StageTime("optimizer", None, None, optimizer["seconds"], optimizer["low"], optimizer["high"]))
+    return rows
+
+
 @dataclass(frozen=True)
 class StepCheck:
     stages_s: float  # sum of the stages (+ the optimizer when training)
@@ -52,9 +61,8 @@ class StepCheck:
 
 def step_check(result: dict, train: bool) -> StepCheck:
     timings = result["timings"]
-    total = sum(s.total_s for s in stage_times(result, train))
+    total = sum(s.total_s for s in step_parts(result, train))
     if train:
-        total += timings["whole/optimizer"]["seconds"]
         whole = timings["whole/step"]["seconds"]
     else:
         whole = timings["whole/forward"]["seconds"]
@@ -114,7 +122,9 @@ def write_profile_report(data: dict, out: Path) -> Path:
         "Each stage of the lowered model (the spec's own: stem, each VGG block or ResNet stage, head) is built as "
         "a sub-model holding the whole model's weights and timed on its real input (the previous stage's output "
         "for the same images). Forward is the stage alone; backward is forward+backward minus forward, with a "
-        "random upstream gradient of the stage's output shape (the head: the cross-entropy loss). The whole "
+        "random upstream gradient of the stage's output shape (the head: the recipe's loss); every engine takes the "
+        "gradients of the stage's parameters and, for every stage but the first, of its input (none for the "
+        "network's input), on the same seeded images, labels and upstream gradients. The whole "
         "model's forward, forward+backward, optimizer step (on copies of the weights holding real gradients) and "
         f"full training step are timed the same way. Every function is warmed until steady, then timed in "
         f"{request['windows']} rounds of windows of at least {request['min_window_s']:g} s, the order reversed "
@@ -149,39 +159,36 @@ def write_profile_report(data: dict, out: Path) -> Path:
     plot = _plot(results, train, out)
     if plot:
         lines += [f"![stage time per engine]({plot.name})", ""]
-    with (out / "profile.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["engine", "stage", "forward_ms", "backward_ms", "total_ms", "total_low_ms", "total_high_ms",
-                         "saved_activation_bytes"])  # fmt: skip
-        writer.writerows(csv_rows)
-    path = out / "profile.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    write_csv(out / "profile.csv", ["engine", "stage", "forward_ms", "backward_ms", "total_ms", "total_low_ms",
+                                    "total_high_ms", "saved_activation_bytes"], csv_rows)  # fmt: skip
+    return write_text(out / "profile.md", "\n".join(lines) + "\n")
 
 
 def _stage_section(results, train, batch, csv_rows) -> list[str]:
     base = results[0]
-    base_times = {s.stage: s for s in stage_times(base, train)}
+    base_times = {s.stage: s for s in step_parts(base, train)}
     headers = ["stage"]
     per_engine = []
     for result in results:
-        times = stage_times(result, train)
+        times = step_parts(result, train)
         per_engine.append((result, times))
-        headers += [f"{result['engine']} fwd ms", *([f"{result['engine']} bwd ms"] if train else []),
-                    f"{result['engine']} share"]  # fmt: skip
+        headers += [f"{result['engine']} fwd ms", *([f"{result['engine']} bwd ms", f"{result['engine']} total ms"]
+                    if train else []), f"{result['engine']} share"]  # fmt: skip
     headers += [f"vs {base['engine']}: {r['engine']}" for r in results[1:]]
     rows = []
-    for index, stage in enumerate(base["stages"]):
-        row = [stage]
+    for index, part in enumerate(base_times):
+        row = [part]
         for result, times in per_engine:
             s = times[index]
             total = sum(t.total_s for t in times)
-            row += [_ms(s.forward_s), *([_ms(s.backward_s)] if train else []), f"{s.total_s / total:.0%}"]
-            saved = result["saved_activation_bytes"].get(stage)
-            csv_rows.append([result["engine"], stage, s.forward_s * 1e3, None if s.backward_s is None else s.backward_s * 1e3,
+            row += [_ms(s.forward_s), *([_ms(s.backward_s), _ms(s.total_s)] if train else []),
+                    f"{s.total_s / total:.0%}"]  # fmt: skip
+            saved = result["saved_activation_bytes"].get(part)
+            csv_rows.append([result["engine"], part, None if s.forward_s is None else s.forward_s * 1e3,
+                             None if s.backward_s is None else s.backward_s * 1e3,
                              s.total_s * 1e3, None if s.low_s is None else s.low_s * 1e3,
                              None if s.high_s is None else s.high_s * 1e3, saved])  # fmt: skip
-        row += [_faster(base_times[stage], times[index], result["engine"]) for result, times in per_engine[1:]]
+        row += [_faster(base_times[part], times[index], result["engine"]) for result, times in per_engine[1:]]
         rows.append(row)
     lines = ["## Stage times", "", tabulate(rows, headers, tablefmt="github"), ""]
     for result in results:
@@ -246,8 +253,7 @@ def _category_section(results) -> list[str]:
         "Self time of every operator per step, from each framework's own profiler (torch.profiler; TensorFlow's "
         "and JAX's profilers read with xprof's framework_op_stats), over "
         f"{with_ops[0].get('profiled_steps')} steps of the stage-by-stage model, mapped to one vocabulary by "
-        "`bench/profiling/categories.py`. Profiler overhead makes these totals larger than the timed steps; "
-        "compare shares.",
+        "`bench/profiling/categories.py`. " + _totals_against_step(with_ops, totals) + " Compare shares.",
         "",
         tabulate(rows, headers, tablefmt="github"),
         "",
@@ -256,19 +262,35 @@ def _category_section(results) -> list[str]:
     ]
 
 
+def _totals_against_step(results, totals) -> str:
+    """What the category totals are against each engine's timed step (the profiled step runs apart from the
+    timed one, under the profiler: the two need not agree, and the report says by how much)."""
+    parts = []
+    for result, total in zip(results, totals):
+        timings = result["timings"]
+        step = timings.get("whole/step", timings.get("whole/forward", {})).get("seconds")
+        if step:
+            parts.append(f"{result['engine']} {total / step:.2f}x")
+    if not parts:
+        return ""
+    return (
+        "Category totals against the timed step (whole step when training, forward when not): " + ", ".join(parts) + "."
+    )
+
+
 def _summary_section(results, costs, train, batch) -> list[str]:
     lines = ["## Where the time goes", ""]
     by_stage = {c.stage: c for c in costs}
     for result in results:
         times = stage_times(result, train)
-        total = sum(t.total_s for t in times)
+        total = sum(t.total_s for t in step_parts(result, train))
         top = max(times, key=lambda t: t.total_s)
         cost = by_stage[top.stage]
         intensity = 2 * cost.macs * batch / (BYTES_FP32 * (cost.params + cost.activations * batch)) if cost.macs else 0
         macs_share = cost.macs / sum(c.macs for c in costs)
         sentence = (
-            f"- **{result['engine']}**: {top.stage} takes the most time, {top.total_s / total:.0%} of the stages' "
-            f"{_ms(total)} ms, for {macs_share:.0%} of the MACs and {cost.params / sum(c.params for c in costs):.0%} "
+            f"- **{result['engine']}**: {top.stage} takes the most time, {top.total_s / total:.0%} of the "
+            f"{'stages and optimizer' if train else 'stages'}' {_ms(total)} ms, for {macs_share:.0%} of the MACs and {cost.params / sum(c.params for c in costs):.0%} "
             f"of the parameters (arithmetic intensity {sig3(intensity)} FLOP/byte at batch {batch})"
         )
         if result.get("categories"):
@@ -308,18 +330,22 @@ def _plot(results, train, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    stages = results[0]["stages"]
+    parts = [p.stage for p in step_parts(results[0], train)]
     bottoms = [0.0] * len(results)
-    colors = plt.cm.viridis([i / max(1, len(stages) - 1) for i in range(len(stages))])
-    for index, stage in enumerate(stages):
-        values = [stage_times(r, train)[index].total_s * 1e3 for r in results]
-        ax.bar([r["engine"] for r in results], values, bottom=bottoms, label=stage, color=colors[index])
+    colors = plt.cm.viridis([i / max(1, len(parts) - 1) for i in range(len(parts))])
+    for index, part in enumerate(parts):
+        values = [step_parts(r, train)[index].total_s * 1e3 for r in results]
+        color = "0.6" if part == "optimizer" else colors[index]
+        ax.bar([r["engine"] for r in results], values, bottom=bottoms, label=part, color=color)
         bottoms = [b + v for b, v in zip(bottoms, values)]
-    ax.set_ylabel("ms per step" + (" (forward + backward)" if train else " (forward)"))
-    ax.set_title("Time per stage")
+    whole = [step_check(r, train).whole_s * 1e3 for r in results]
+    ax.scatter([r["engine"] for r in results], whole, marker="_", s=600, color="black", zorder=3,
+               label="whole step, timed as one" if train else "whole forward, timed as one")  # fmt: skip
+    ax.set_ylabel("ms per step" + (" (forward + backward, and the optimizer)" if train else " (forward)"))
+    ax.set_title("Where a step's time goes, per engine: stages" + (" and optimizer" if train else ""))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
     path = out / "stage_times.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -61,9 +61,12 @@ def run_engine(engine: str, task: str, request: dict, out: Path, timeout_s: floa
 def _each_engine(task: str, what: str, request, out: Path, timeout_s: float, say) -> dict:
     """Run `task` in every engine's worker, one after another; the study's JSON (request, host, results),
     written to out/TASK.json. A failed engine is a result with its error, and the others go on."""
+    from ..atomic import ensure_dir, write_json
+    from ..provenance import Segment, stamp
     from ..records import host_env
 
-    out.mkdir(parents=True, exist_ok=True)
+    segment = Segment()
+    ensure_dir(out)
     results = []
     for engine in request.engines:
         say(f"{what} in {engine} ...")
@@ -71,8 +74,8 @@ def _each_engine(task: str, what: str, request, out: Path, timeout_s: float, say
         if "error" in result:
             say(f"  {engine}: {result['error']}")
         results.append(result)
-    data = {"request": asdict(request), "env": host_env(), "results": results}
-    (out / f"{task}.json").write_text(json.dumps(data, indent=1))
+    data = {"request": asdict(request), "env": stamp(host_env(), segment.closed()), "results": results}
+    write_json(out / f"{task}.json", data, indent=1)
     return data
 
 

@@ -29,8 +29,14 @@ def main() -> int:
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(request["threads_per_process"])
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from bench.backends.tf_backend import TensorFlowBackend
+    from bench.config import Settings
+    from bench.timing import alternating
+
+    # The backend's own process set-up (thread pools, memory growth, TF32), as in every other TensorFlow path.
+    process_env = TensorFlowBackend().setup_process(
+        Settings(threads=request["threads_per_process"], tf32=request.get("tf32", True))
+    )
     replicas = request["replicas"]
     cuda = request["device"] == "cuda"
     if request["strategy"] == "multi-worker":
@@ -47,6 +53,7 @@ def main() -> int:
         os._exit(9)
     import keras
 
+    from bench.backends.keras_recipe import loss_function, make_optimizer
     from implementations import build
 
     keras.utils.set_random_seed(request["seed"])
@@ -54,9 +61,9 @@ def main() -> int:
     global_batch = batch * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build(request["model"], "keras-tensorflow", image_size=size, dropout=0.0)
-        optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+        optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)  # built outside the replicas' step (a Keras 3 requirement)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+        loss_fn = loss_function(reduction="sum")  # divided by the global batch in the step: the recipe's mean
 
     def per_replica(context):
         seed = request["seed"] + task * 1000 + context.replica_id_in_sync_group
@@ -88,7 +95,7 @@ def main() -> int:
 
     grads = [tf.ones_like(v) for v in model.trainable_variables]
     copies = [keras.Variable(v.numpy()) for v in model.trainable_variables]
-    alone = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    alone = make_optimizer()
     alone.build(copies)
 
     @tf.function
@@ -117,13 +124,11 @@ def main() -> int:
     agreed = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(lambda: tf.constant(float(steps))), axis=None)
     steps = max(1, round(float(agreed)))
     full, local_times = [], []
-    for index in range(request["windows"]):
-        order = ("full", "local") if index % 2 == 0 else ("local", "full")
-        for name in order:
-            if name == "full":
-                full.append(window(step, steps, inputs))
-            else:
-                local_times.append(window(local, steps, inputs) + window(optimizer_only, steps))
+    for _, name in alternating(("full", "local"), request["windows"]):
+        if name == "full":
+            full.append(window(step, steps, inputs))
+        else:
+            local_times.append(window(local, steps, inputs) + window(optimizer_only, steps))
     strategy.reduce(
         tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1)), axis=None
     )  # no worker leaves mid-collective
@@ -132,7 +137,7 @@ def main() -> int:
         "local_window_s": local_times, "world_size": strategy.num_replicas_in_sync,
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "collective": _collective(strategy),
-        "tf_version": tf.__version__,
+        "tf_version": tf.__version__, "process_env": process_env,
     }  # fmt: skip
     (status_dir / f"result-{task}.json").write_text(json.dumps(result))
     (status_dir / f"rank-{task}.done").write_text("ok")

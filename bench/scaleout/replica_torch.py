@@ -28,13 +28,18 @@ def main() -> int:
     (status_dir / f"rank-{rank}.started").write_text(str(os.getpid()))
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel
 
-    from bench.backends.torch_backend import LEARNING_RATE
+    from bench.backends.torch_backend import TorchBackend, loss_of, make_optimizer
+    from bench.config import Settings
+    from bench.timing import alternating
     from implementations import build
 
-    torch.set_num_threads(request["threads_per_replica"])
+    # The backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in every other
+    # PyTorch path: without it a rank trained subnormal gradients many times slower.
+    process_env = TorchBackend().setup_process(
+        Settings(threads=request["threads_per_replica"], tf32=request.get("tf32", True))
+    )
     cuda = request["device"] == "cuda"
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend)
@@ -46,7 +51,7 @@ def main() -> int:
     torch.manual_seed(request["seed"])
     model = build(request["model"], "torch", image_size=request["image_size"], dropout=0.0).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE, momentum=0.9)
+    optimizer = make_optimizer(ddp.parameters())
     generator = torch.Generator().manual_seed(request["seed"] + rank)
     batch, size = request["batch_size"], request["image_size"]
     images = torch.randn(batch, 3, size, size, generator=generator).to(device)
@@ -54,13 +59,13 @@ def main() -> int:
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(ddp(images), labels).backward()
+        loss_of(ddp(images), labels).backward()
         optimizer.step()
 
     def local_step():
         optimizer.zero_grad(set_to_none=True)
         with ddp.no_sync():
-            F.cross_entropy(ddp(images), labels).backward()
+            loss_of(ddp(images), labels).backward()
         optimizer.step()
 
     def sync():
@@ -88,12 +93,11 @@ def main() -> int:
     probe = window(step, 2) / 2
     steps = max(1, int(request["min_window_s"] / max(probe, 1e-6)) + 1)
     full, local = [], []
-    for index in range(request["windows"]):
-        for name in ("full", "local") if index % 2 == 0 else ("local", "full"):
-            if name == "full":
-                full.append(window(step, steps))
-            else:
-                local.append(window(local_step, steps))
+    for _, name in alternating(("full", "local"), request["windows"]):
+        if name == "full":
+            full.append(window(step, steps))
+        else:
+            local.append(window(local_step, steps))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if cuda:
         peak = torch.cuda.max_memory_allocated(device)
@@ -104,7 +108,7 @@ def main() -> int:
             "first_step_s": first, "steps_per_window": steps, "full_window_s": full, "local_window_s": local,
             "peak_memory_bytes_per_replica": peaks, "collective": backend, "world_size": world,
             "memory_source": "max_memory_allocated" if cuda else "peak RSS of each rank's process",
-            "torch_version": torch.__version__,
+            "torch_version": torch.__version__, "process_env": process_env,
         }))  # fmt: skip
     dist.barrier()
     dist.destroy_process_group()

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -114,7 +115,7 @@ def _run(commands: list[tuple[list[str], dict]], log: Path, timeout_s: float) ->
         try:
             for command, env in commands:
                 processes.append(launch.start(command, env=env, stdout=handle, stderr=subprocess.STDOUT))
-            deadline = time.monotonic() + timeout_s
+            deadline = time.monotonic() + timeout_s  # one limit for the whole job, however many processes it has
             while any(p.poll() is None for p in processes):
                 if any(p.returncode not in (0, None) for p in processes):
                     break
@@ -233,16 +234,23 @@ def _record(base: ScaleRecord, results: list[dict], engine: str) -> ScaleRecord:
 
 def run_scaling(request: ScaleRequest, out: Path, say=print) -> list[ScaleRecord]:
     """Every engine x model x replica count, one record each (appended to scaling.jsonl as measured)."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale_request.json").write_text(json.dumps(asdict(request), indent=1))
+    from ..atomic import WriteError, append_bytes, ensure_dir, write_json
+
+    ensure_dir(out)
+    write_json(out / "scale_request.json", asdict(request), indent=1)
     records = []
     for model in request.models:
         for engine in request.engines:
             for replicas in sorted(request.replicas):
                 say(f"{engine} {model} x{replicas} ...")
                 record = measure(engine, model, replicas, request, out)
-                with (out / "scaling.jsonl").open("a") as handle:
-                    handle.write(json.dumps(record.to_json()) + "\n")
+                line = json.dumps(record.to_json())
+                try:
+                    append_bytes(out / "scaling.jsonl", (line + "\n").encode())
+                except OSError as error:
+                    print(line, file=sys.stderr, flush=True)
+                    raise WriteError(f"cannot write to {out / 'scaling.jsonl'}: {error.strerror or error}; the record "
+                                     "above was measured but not saved") from None  # fmt: skip
                 say(f"  {record.status}: " + (f"{record.throughput_img_s:.4g} img/s" if record.status == "ok"
                                               else record.error or ""))  # fmt: skip
                 records.append(record)

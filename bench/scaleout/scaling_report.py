@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from tabulate import tabulate
 
+from ..atomic import save_figure, write_csv, write_text
 from ..tables import sig3
 from .scaling import ScaleRecord
 
@@ -109,15 +109,10 @@ def write_scaling_report(out: Path, env: dict) -> Path:
     plot = _plot(records, out)
     if plot:
         lines += [f"![scaling]({plot.name})", ""]
-    with (out / "scaling.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["engine", "model", "replicas", "nodes", "global_batch", "status", "throughput_img_s", "step_s",
-                         "no_exchange_step_s", "exposed_comm_s", "efficiency", "gradient_bytes",
-                         "peak_memory_bytes_per_replica", "failed_ranks"])  # fmt: skip
-        writer.writerows(csv_rows)
-    path = out / "scaling.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    write_csv(out / "scaling.csv", ["engine", "model", "replicas", "nodes", "global_batch", "status", "throughput_img_s",
+                                    "step_s", "no_exchange_step_s", "exposed_comm_s", "efficiency", "gradient_bytes",
+                                    "peak_memory_bytes_per_replica", "failed_ranks"], csv_rows)  # fmt: skip
+    return write_text(out / "scaling.md", "\n".join(lines) + "\n")
 
 
 def _plot(records: list[ScaleRecord], out: Path) -> Path | None:
@@ -144,6 +139,6 @@ def _plot(records: list[ScaleRecord], out: Path) -> Path | None:
     ax_rate.legend(fontsize=7)
     fig.tight_layout()
     path = out / "scaling.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

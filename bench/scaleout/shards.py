@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..atomic import ensure_dir, write_bytes
 from ..config import Plan, UsageError, order_configs
 from ..records import Record, RunStore, current_records, read_results
 
@@ -58,12 +59,21 @@ def whole_plan(plans: list[Plan]) -> tuple[Plan, str | None]:
                    "is the given shards' configurations, so what the missing shards planned is not listed")  # fmt: skip
 
 
+def hardware(env: dict, records) -> dict:
+    """What makes two machines comparable: the CPU model and cores (env.json, else the records' env), and
+    the GPU names its records saw. `bench merge` and `bench compare` both judge machines by this."""
+    recorded = next((r.env for r in records if r.env.get("cpu_model") or r.env.get("cpu_cores")), {})
+    gpus = sorted({r.env.get("device_name") for r in records if r.device == "cuda" and r.env.get("device_name")})
+    return {
+        "cpu_model": env.get("cpu_model") or recorded.get("cpu_model"),
+        "cpu_cores": env.get("cpu_cores") or recorded.get("cpu_cores"),
+        "gpus": gpus,
+    }
+
+
 def hardware_of(run: Path) -> dict:
-    """What makes two machines comparable: the CPU model and cores, and the GPU names its records saw."""
     env = json.loads((run / "env.json").read_text()) if (run / "env.json").exists() else {}
-    gpus = sorted({r.env.get("device_name") for r in read_results(run / "results.jsonl").records
-                   if r.device == "cuda" and r.env.get("device_name")})  # fmt: skip
-    return {"cpu_model": env.get("cpu_model"), "cpu_cores": env.get("cpu_cores"), "gpus": gpus}
+    return hardware(env, read_results(run / "results.jsonl").records)
 
 
 def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, list[Record], list[str]]:
@@ -116,7 +126,7 @@ def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, lis
     records.sort(key=lambda r: rank[r.config])
     if (out / "results.jsonl").exists():
         raise UsageError(f"{out} already holds a run; give a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     store = RunStore(out)
     store.write_json("plan.json", whole.to_dict())
     first_env = json.loads((shards[0] / "env.json").read_text()) if (shards[0] / "env.json").exists() else {}
@@ -125,6 +135,6 @@ def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, lis
         "merged_from": [{"folder": str(f), "shard": p.shard["index"], **hardware_of(f)} for f, p in zip(shards, plans)],
         "merge_warnings": warnings,
     })  # fmt: skip
-    for record in records:
-        store.append(record)
+    # results.jsonl last and whole: a merge stopped by a write error leaves no run to refuse a second try
+    write_bytes(store.results, "".join(json.dumps(r.to_json()) + "\n" for r in records).encode("utf-8"))
     return whole, records, warnings

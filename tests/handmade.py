@@ -1,0 +1,47 @@
+"""Records and run folders made by hand for the compare and report tests (make_record, as a run makes them)."""
+
+import json
+from pathlib import Path
+
+from bench import stats
+from bench.config import Config
+from bench.records import make_record
+
+XEON = {"cpu_model": "Intel Xeon", "cpu_cores": 2}
+EPYC = {"cpu_model": "AMD EPYC 7B13", "cpu_cores": 64}
+VERSIONS = {"torch": "2.13.0+cpu", "keras-tensorflow": "2.21.0"}
+
+
+def record(framework, model, batch, img_s, mode="infer", status="ok", versions=VERSIONS, host=XEON, cell=None,
+           rates=None, **extra):  # fmt: skip
+    config = Config(framework, model, batch, mode, layout="channels_last" if framework != "torch" else "auto")
+    env = {**host, "framework_version": versions[framework]}
+    if framework.startswith("keras"):
+        env["keras_version"] = "3.15.1"
+    if status != "ok":
+        return make_record(config, status, error="boom", env=env)
+    rates = rates or [img_s * f for f in (0.99, 1.01, 1.0, 1.0, 0.995, 1.005)]
+    return make_record(
+        config, "ok", throughput_img_s=stats.median(rates), throughput_min_img_s=min(rates),
+        throughput_max_img_s=max(rates), window_throughputs_img_s=rates, cell_id=cell,
+        pairing="interleaved" if cell else None, env=env, **extra,
+    )  # fmt: skip
+
+
+def write_run(folder: Path, records, host=XEON) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in records))
+    (folder / "env.json").write_text(json.dumps({**host, "host": "box"}))
+    return folder
+
+
+def pair(model, batch, torch_rates, keras_rates, cell, **kw):
+    return [
+        record("torch", model, batch, 0, rates=torch_rates, cell=cell, **kw),
+        record("keras-tensorflow", model, batch, 0, rates=keras_rates, cell=cell, **kw),
+    ]
+
+
+BASE = [100.0, 101, 99, 100, 102, 98, 100, 101, 99]
+FASTER = [130.0, 128, 131, 129, 130, 127, 132, 130, 129]
+SLOWER = [80.0, 81, 79, 82, 80, 78, 80, 81, 79]
