@@ -612,13 +612,16 @@ def cmd_gradient_flow(args) -> int:
 def cmd_merge(args) -> int:
     """Merge into a staging folder, render the report there, and rename it onto OUT when complete: an
     interrupted merge leaves no OUT that looks like a run, and the same merge can simply be run again."""
+    from .atomic import ensure_dir
     from .folders import Staged, hold
     from .report import write_report
     from .scaleout.shards import merge
 
     check_command("merge", vars(args))
     out = Path(args.out)
-    hold(out)  # creates OUT (empty but for its lock); a second merge into it stops here
+    created = not out.exists()
+    ensure_dir(out)  # a file there: WriteError, exit 1, the file left as it is
+    hold(out, created=created)  # a second merge into OUT stops here; a failed one leaves no empty OUT
     if (out / "results.jsonl").exists():
         raise UsageError(f"{out} already holds a run; give a new folder")
     staged = Staged(out, "results.jsonl")

@@ -151,12 +151,11 @@ def test_a_second_writer_of_a_run_folder_exits_2_naming_the_first_and_changes_no
 @pytest.mark.parametrize(
     "args",
     [
-        ["merge", "{out}", "{out}/../shard"],
         ["scale", "--frameworks", "torch", "--out", "{out}"],
         ["profile", "resnet20_cifar", "--frameworks", "torch", "--device", "cpu", "--out", "{out}"],
         ["gradient-flow", "--depths", "20", "--frameworks", "torch", "--out", "{out}"],
     ],
-    ids=["merge", "scale", "profile", "gradient-flow"],
+    ids=["scale", "profile", "gradient-flow"],
 )
 def test_every_writing_command_refuses_a_folder_another_process_holds(tmp_path, capsys, args):
     out = tmp_path / "out"

@@ -1,6 +1,7 @@
 """Shards of a sweep: the partition, merging, the hardware check, resume, and submitit's local executor."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -190,3 +191,17 @@ def test_a_shard_with_a_torn_tail_merges_with_a_warning_naming_it(tmp_path, two_
     assert len(_records(tmp_path / "merged")) == 7
     report = (tmp_path / "merged" / "report.md").read_text()
     assert "1 of the 8 planned configurations have no record" in report and "line 4 is a torn record" in report
+
+
+def test_a_second_merge_into_one_folder_exits_2_naming_the_first(tmp_path, two_shards, capsys):
+    from bench import folders
+
+    s1, s2 = _copy(two_shards, tmp_path)
+    out = tmp_path / "merged"
+    folders.hold(out)  # as a merge under way holds it
+    try:
+        assert main(["merge", str(out), str(s1), str(s2)]) == 2
+    finally:
+        folders.release_all()
+    assert f"{out} is being written by PID {os.getpid()} (" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".building").exists()
