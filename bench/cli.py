@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -223,19 +222,52 @@ def cmd_index(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import folders
+    from .launch import Interrupted, stop_signals
+
     argv = sys.argv[1:] if argv is None else argv
+    held_before = folders.held_now()
+    _STOP_NOTE.clear()
     try:
-        args = make_parser().parse_args(argv)
-        commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-                    "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
-                    "scale": cmd_scale, "docs": cmd_docs, "index": cmd_index}  # fmt: skip
-        return commands[args.command](args)
+        # SIGTERM and SIGHUP stop any command as Ctrl-C does: its children ended, one line said, 128 + N.
+        with stop_signals():
+            args = make_parser().parse_args(argv)
+            commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+                        "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
+                        "scale": cmd_scale, "docs": cmd_docs, "index": cmd_index}  # fmt: skip
+            return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a file that could not be written (WriteError) or read: a message, never a traceback
         print(f"error: {_os_message(error)}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Interrupted) as stop:
+        return interrupted(stop)
+    finally:
+        folders.release_all(keep=held_before)
+
+
+_STOP_NOTE: list = []  # what an interruption of the running command leaves, said after the signal's name
+
+
+def _on_stop(note) -> None:
+    """Set what `interrupted` says the command leaves (a function, called when the signal comes)."""
+    _STOP_NOTE[:] = [note]
+
+
+def interrupted(stop: BaseException, note: str | None = None) -> int:
+    """After Ctrl-C, SIGTERM or SIGHUP: end every child with its tree, say what is kept (`note`, else what
+    the command set with _on_stop); 128 + the signal's number, as a shell reports a process it killed."""
+    from .launch import reap_all, signal_name, signals_ignored
+
+    with signals_ignored():  # a second Ctrl-C during the clean-up is not a traceback
+        reap_all()
+        name, signum = signal_name(stop)
+        if note is None:
+            note = _STOP_NOTE[0]() if _STOP_NOTE else "nothing was written"
+        print(f"\ninterrupted by {name}: {note}", file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 def _os_message(error: OSError) -> str:
@@ -373,6 +405,7 @@ def _load_plan(store) -> Plan:
 
 
 def cmd_run(args) -> int:
+    from .folders import hold
     from .provenance import timed
     from .records import RunStore, host_env
 
@@ -385,6 +418,9 @@ def cmd_run(args) -> int:
                 "Start a new run for another plan (--retry-errors and --no-report may be given with --resume)"
             )
         store = RunStore(Path(args.resume))
+        if not store.path.is_dir():
+            raise UsageError(f"{store.path} is not a run directory (no such folder)")
+        hold(store.path)
         plan = _load_plan(store)
         if store.results.exists() and not store.results.is_file():
             raise WriteError(f"cannot write to {store.results}: it is not a file; the run's records go there")
@@ -402,12 +438,13 @@ def cmd_run(args) -> int:
             preset_name = f"{preset_name}-shard{plan.shard['index']}of{plan.shard['count']}"
         if args.out:
             path = Path(args.out)
+            hold(path)  # creates it; a second writer of the same folder stops here with exit status 2
             check_output_dir(path)
-            path.mkdir(parents=True, exist_ok=True)
             store = RunStore(path)
         else:
             check_output_dir(RESULTS_DIR)
             store = RunStore.create(RESULTS_DIR, f"{plan.configs[0].device}-{preset_name}")
+            hold(store.path, created=True)
         store.write_json("plan.json", plan.to_dict())
     env = host_env()
     return timed(store.path / "env.json", env, lambda: _measure(args, plan, store, env))
@@ -420,43 +457,22 @@ def _measure(args, plan: Plan, store, env: dict) -> int:
 
     _print_plan(plan, store)
     runner = Runner(plan, store, env)
-    # SIGTERM and SIGHUP stop the run as Ctrl-C does; a signal already ignored (nohup) stays ignored.
-    previous = {
-        sig: signal.signal(sig, _raise_interrupted)
-        for sig in (signal.SIGTERM, signal.SIGHUP)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
+    _on_stop(lambda: f"{len(store.records())} records kept in {store.path}; "
+                     f"continue with: python -m bench run --resume {store.path}")  # fmt: skip
     try:
         runner.run(retry_errors=args.retry_errors)
         if plan.max_batch:
             runner.find_max_batches()
-    except (KeyboardInterrupt, Interrupted) as stop:
-        runner.close_workers(kill=True)
-        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
-        kept = len(store.records())
-        print(
-            f"\ninterrupted by {signal.Signals(signum).name}: {kept} records kept in {store.path}; "
-            f"continue with: python -m bench run --resume {store.path}",
-            file=sys.stderr,
-        )
-        return 128 + signum
+    except (KeyboardInterrupt, Interrupted) as stop:  # here, so env.json records the exit status it gives
+        return interrupted(stop)
     except RunWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if not args.no_report:
         report = write_report(store.path)
         print(report.console_summary)
         print(f"report: {store.path / 'report.md'}")
     return 0
-
-
-def _raise_interrupted(signum, frame):
-    from .runner import Interrupted
-
-    raise Interrupted(signum)
 
 
 def _estimate_line(plan: Plan, store) -> str:
@@ -525,18 +541,38 @@ def cmd_compare(args) -> int:
 
 
 def _new_folder(given: str | None, marker: str, what: str, kind: str, label: str) -> Path:
-    """The folder a study writes: --out, refused if it already holds one (its `marker` file, written last
-    for profiles and gradient-flow studies, so a study stopped by a write error can be run again there)
-    or cannot be written; else a new time-stamped folder under results/KIND/."""
+    """The folder a study writes, locked for this process: --out, refused if it already holds one (its
+    `marker` file, written last), cannot be written or is being written by another process; else a new
+    time-stamped folder under results/KIND/."""
+    from .folders import hold
     from .records import RunStore
 
     if given is None:
-        return RunStore.create(RESULTS_DIR.parent / kind, label).path
+        path = RunStore.create(RESULTS_DIR.parent / kind, label).path
+        hold(path, created=True)
+        return path
     out = Path(given)
+    hold(out)  # first: a folder being written is refused as such, whatever it holds yet
+    check_output_dir(out)
     if (out / marker).exists():
         raise UsageError(f"{out} already holds {what}; give another --out")
-    check_output_dir(out)
     return out
+
+
+def _build_whole(out: Path, marker: str, build) -> Path:
+    """Run `build(folder)` in a staging folder and rename it onto `out` when it has returned; the path
+    it returned, moved to `out`. Interrupted, `out` is left as it was (the staging folder is removed)."""
+    from .folders import Staged
+
+    staged = Staged(out, marker)
+    _on_stop(lambda: f"nothing written to {out} (it is written whole when every engine has run)")
+    try:
+        path = build(staged.path)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+    return out / Path(path).relative_to(staged.path)
 
 
 def cmd_profile(args) -> int:
@@ -551,7 +587,8 @@ def cmd_profile(args) -> int:
         min_window_s=o["min_window_s"],
     )  # fmt: skip
     out = _new_folder(args.out, "profile.md", "a profile", "profiles", f"{o['model']}-{o['mode']}-{o['image_size']}px")
-    path = profile(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+    say = lambda text: print(text, file=sys.stderr, flush=True)
+    path = _build_whole(out, "profile.md", lambda folder: profile(request, folder, say=say))
     print(path.read_text())
     print(f"profile: {path}")
     return 0
@@ -565,25 +602,44 @@ def cmd_gradient_flow(args) -> int:
         models=study_models(o["depths"]), engines=o["engines"], batch_size=o["batch_size"], steps=o["steps"]
     )
     out = _new_folder(args.out, "gradient_flow.md", "a gradient-flow study", "gradient-flow", "cifar")
-    path = gradient_flow(request, out, say=lambda text: print(text, file=sys.stderr, flush=True))
+    say = lambda text: print(text, file=sys.stderr, flush=True)
+    path = _build_whole(out, "gradient_flow.md", lambda folder: gradient_flow(request, folder, say=say))
     print(path.read_text())
     print(f"gradient flow: {path}")
     return 0
 
 
 def cmd_merge(args) -> int:
+    """Merge into a staging folder, render the report there, and rename it onto OUT when complete: an
+    interrupted merge leaves no OUT that looks like a run, and the same merge can simply be run again."""
+    from .atomic import ensure_dir
+    from .folders import Staged, hold
     from .report import write_report
     from .scaleout.shards import merge
 
     check_command("merge", vars(args))
-    plan, records, warnings = merge(Path(args.out), [Path(p) for p in args.shards], force=args.force)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    out = Path(args.out)
+    created = not out.exists()
+    ensure_dir(out)  # a file there: WriteError, exit 1, the file left as it is
+    hold(out, created=created)  # a second merge into OUT stops here; a failed one leaves no empty OUT
+    if (out / "results.jsonl").exists():
+        raise UsageError(f"{out} already holds a run; give a new folder")
+    staged = Staged(out, "results.jsonl")
+    _on_stop(lambda: f"{out} was not written (a merge is renamed into place only when complete); "
+                     "run the same merge again")  # fmt: skip
+    try:
+        plan, records, warnings = merge(staged.path, [Path(p) for p in args.shards], force=args.force)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        report = write_report(staged.path)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
     print(f"merged {len(args.shards)} shard(s): {len(records)} records of {len(plan.configs)} configurations "
           f"into {args.out}", file=sys.stderr)  # fmt: skip
-    report = write_report(Path(args.out))
     print(report.console_summary)
-    print(f"report: {Path(args.out) / 'report.md'}")
+    print(f"report: {out / 'report.md'}")
     return 0
 
 
@@ -603,6 +659,8 @@ def cmd_scale(args) -> int:
         hang_rank=o["hang_rank"],
     )  # fmt: skip
     out = ensure_dir(_new_folder(args.out, "scaling.jsonl", "a scaling run", "scaling", o["device"]))
+    _on_stop(lambda: f"{_lines(out / 'scaling.jsonl')} scaling record(s) kept in {out}; the job under way was "
+                     "stopped and every rank with it")  # fmt: skip
     env = host_env()
 
     def measure() -> int:
@@ -614,3 +672,7 @@ def cmd_scale(args) -> int:
     print(path.read_text())
     print(f"scaling: {path}")
     return 0
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0

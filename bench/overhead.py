@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import launch
+
 CASES = {
     "torch": [("resnet18", 64), ("resnet50", 224)],
     "keras-tensorflow": [("resnet20_cifar", 32), ("resnet18", 64)],
@@ -268,13 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         if not is_installed(framework):
             print(f"{framework}: not installed, skipped", file=sys.stderr)
             continue
-        output = subprocess.run(
-            [sys.executable, "-m", "bench.overhead", "--worker", framework],
+        done = launch.run(
+            launch.python_module("bench.overhead", "--worker", framework),
             cwd=root,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
-        ).stdout
+        )
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+        output = done.stdout
         result = json.loads(output.strip().splitlines()[-1])
         all_results.append(result)
         for case in result["cases"]:

@@ -13,6 +13,7 @@ resumed run measures only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -26,8 +27,9 @@ from pathlib import Path
 
 from implementations import is_installed
 
-from . import timing
+from . import launch, timing
 from .config import Config, Plan, Settings
+from .launch import Interrupted  # noqa: F401  (SIGTERM/SIGHUP, raised where the runner is; the CLI catches it)
 from .records import RETRYABLE, Record, RunStore, current_records, make_record, read_results
 
 INSTALL_HINT = {
@@ -45,26 +47,8 @@ class WorkerTimeout(RuntimeError):
     pass
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP, raised where the runner is, so it stops as it does on Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 class RunWriteError(RuntimeError):
     """The run directory stopped accepting records; the record that could not be written is printed."""
-
-
-def _die_with_parent() -> None:
-    """In the worker, before exec: Linux kills it when the runner dies, however the runner dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # elsewhere the worker's own parent watch ends it
 
 
 class WorkerClient:
@@ -72,18 +56,13 @@ class WorkerClient:
 
     def __init__(self, framework: str, settings: Settings, log_path: Path | None):
         self.framework = framework
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker_process", framework, json.dumps(asdict(settings))],
+        self.process = launch.start(
+            launch.python_module("bench.worker_process", framework, json.dumps(asdict(settings))),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            env=launch.child_env(PYTHONUNBUFFERED="1"),
         )
         self._buffer = b""
         self.env: dict = {}
@@ -131,17 +110,18 @@ class WorkerClient:
         return f"worker exited with status {code}"
 
     def close(self, kill: bool = False) -> None:
-        if self.process.poll() is None:
-            if kill:
-                self.process.kill()
-            else:
-                try:
-                    self.process.stdin.write(b'{"cmd": "exit"}\n')
-                    self.process.stdin.flush()
-                    self.process.wait(timeout=10)
-                except Exception:
-                    self.process.kill()
-        self.process.wait()
+        """Ask the worker to exit (or not, with kill), then end whatever is left of its process tree."""
+        if self.process.poll() is None and not kill:
+            try:
+                self.process.stdin.write(b'{"cmd": "exit"}\n')
+                self.process.stdin.flush()
+                self.process.wait(timeout=10)
+            except Exception:
+                pass
+        launch.reap(self.process)
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
         if self._log is not subprocess.DEVNULL:
             self._log.close()
 

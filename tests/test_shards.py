@@ -1,6 +1,11 @@
 """Shards of a sweep: the partition, merging, the hardware check, resume, and submitit's local executor."""
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,7 @@ from bench.records import load_records
 from bench.runner import cell_key
 from bench.scaleout.shards import parse_shard, shard_plan
 
+ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--preset", "smoke", "--min-window-s", "0", "--windows", "6"]
 
 
@@ -93,3 +99,109 @@ def test_shards_submitted_through_submitits_local_executor_merge_into_the_whole_
     assert main(["run", *SMOKE, "--out", str(tmp_path / "whole"), "--no-report"]) == 0
     merged, whole = _records(tmp_path / "merged"), _records(tmp_path / "whole")
     assert {r.config for r in merged} == {r.config for r in whole} and len(merged) == len(whole)
+
+
+# --- a merge is whole or absent ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_shards(tmp_path_factory):
+    """Shards 1 and 2 of the smoke sweep (fake backend), made once; tests copy them before changing them."""
+    folder = tmp_path_factory.mktemp("shards")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNN_BENCH_BACKEND", "fake")
+        patch.setenv("CNN_BENCH_FAKE", "{}")
+        for index in (1, 2):
+            assert (
+                main(["run", *SMOKE, "--shard", f"{index}/2", "--out", str(folder / f"s{index}"), "--no-report"]) == 0
+            )
+    return folder
+
+
+def _copy(two_shards: Path, tmp_path: Path) -> tuple[Path, Path]:
+    for name in ("s1", "s2"):
+        shutil.copytree(two_shards / name, tmp_path / name)
+    return tmp_path / "s1", tmp_path / "s2"
+
+
+# Runs `bench merge ARGS` and sends itself `signal` as the merged run's records are about to be written
+# (its plan.json and env.json are written by then).
+STOPPED_MERGE = """
+import os, sys, time
+import bench.scaleout.shards as shards
+from bench.cli import main
+write_bytes = shards.write_bytes
+def stop_at_the_records(path, data):
+    if path.name == "results.jsonl":
+        os.kill(os.getpid(), int(sys.argv[1]))
+        time.sleep(30)
+    return write_bytes(path, data)
+shards.write_bytes = stop_at_the_records
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_merge_stopped_mid_write_leaves_no_run_and_the_same_merge_then_completes(
+    tmp_path, two_shards, signum, capsys
+):
+    s1, s2 = _copy(two_shards, tmp_path)
+    out = tmp_path / "merged"
+    stopped = subprocess.run([sys.executable, "-c", STOPPED_MERGE, str(int(signum)), "merge", str(out), str(s1), str(s2)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=_as_from_a_terminal)  # fmt: skip
+    assert stopped.returncode == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGINT: 130}[signum], stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert not (out / "results.jsonl").exists() and not (out / "plan.json").exists()  # it does not look like a run
+    if signum == signal.SIGKILL:
+        (partial,) = (tmp_path / ".building").iterdir()  # the build it was writing: a plan and no records
+        assert (partial / "plan.json").exists() and not (partial / "results.jsonl").exists()
+    else:
+        assert f"interrupted by {signum.name}: {out} was not written" in stopped.stderr and "again" in stopped.stderr
+        assert not (tmp_path / ".building").exists() and not out.exists()  # made for the merge, removed empty
+    assert main(["merge", str(out), str(s1), str(s2)]) == 0
+    assert len(_records(out)) == 8 and len(json.loads((out / "plan.json").read_text())["configs"]) == 8
+    assert "None: every one of the 8 planned configurations has a record" in (out / "report.md").read_text()
+    assert not (tmp_path / ".building").exists() and not (out / ".lock").exists()
+    if signum == signal.SIGKILL:
+        assert "which is no longer running; taken over" in capsys.readouterr().err
+
+
+def test_one_shard_of_two_merges_into_the_whole_plan_and_the_report_lists_what_is_missing(tmp_path, two_shards):
+    s1, _ = _copy(two_shards, tmp_path)
+    assert main(["merge", str(tmp_path / "merged"), str(s1)]) == 0
+    plan = json.loads((tmp_path / "merged" / "plan.json").read_text())
+    assert len(plan["configs"]) == 8 and "shard" not in plan  # the whole sweep, not shard 1's half
+    report = (tmp_path / "merged" / "report.md").read_text()
+    assert "4 of the 8 planned configurations have no record" in report
+    assert "shard(s) 2 of 2 not given" in report
+
+
+def test_a_shard_with_a_torn_tail_merges_with_a_warning_naming_it(tmp_path, two_shards, capsys):
+    s1, s2 = _copy(two_shards, tmp_path)
+    data = (s2 / "results.jsonl").read_bytes()
+    (s2 / "results.jsonl").write_bytes(data[: len(data) - 200])  # a crash in the middle of its last record
+    assert main(["merge", str(tmp_path / "merged"), str(s1), str(s2)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: shard 2 ({s2}): {s2 / 'results.jsonl'}: line 4 is a torn record" in err
+    assert f"--resume {s2}" in err
+    assert len(_records(tmp_path / "merged")) == 7
+    report = (tmp_path / "merged" / "report.md").read_text()
+    assert "1 of the 8 planned configurations have no record" in report and "line 4 is a torn record" in report
+
+
+def test_a_second_merge_into_one_folder_exits_2_naming_the_first(tmp_path, two_shards, capsys):
+    from bench import folders
+
+    s1, s2 = _copy(two_shards, tmp_path)
+    out = tmp_path / "merged"
+    folders.hold(out)  # as a merge under way holds it
+    try:
+        assert main(["merge", str(out), str(s1), str(s2)]) == 2
+    finally:
+        folders.release_all()
+    assert f"{out} is being written by PID {os.getpid()} (" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".building").exists()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,9 +32,9 @@ class ProfileRequest:
 
 def run_engine(engine: str, task: str, request: dict, out: Path, timeout_s: float) -> dict:
     """The engine's result, or {"engine", "error"} when its worker fails or runs past `timeout_s`."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .. import launch
+
+    env = launch.child_env()
     if engine.startswith("keras-"):
         env["KERAS_BACKEND"] = engine.removeprefix("keras-")
     with tempfile.TemporaryDirectory() as scratch:
@@ -45,9 +43,9 @@ def run_engine(engine: str, task: str, request: dict, out: Path, timeout_s: floa
         log = out / f"worker-{task}-{engine}.log"
         with log.open("w") as handle:
             try:
-                done = subprocess.run(
-                    [sys.executable, "-m", "bench.profiling.worker", engine, task, str(request_path), str(result_path)],
-                    env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s, check=False,
+                done = launch.run(
+                    launch.python_module("bench.profiling.worker", engine, task, str(request_path), str(result_path)),
+                    env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s,
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 return {"engine": engine, "error": f"timed out after {timeout_s:g} s (see {log.name})"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import stats
+from .. import launch, stats
 
 STRATEGIES = {"torch": "DistributedDataParallel", "keras-tensorflow": "MirroredStrategy"}
 
@@ -102,31 +101,33 @@ def _free_port() -> int:
 
 
 def _env() -> dict:
-    root = str(Path(__file__).resolve().parents[2])
-    return dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+    return launch.child_env(TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _run(commands: list[tuple[list[str], dict]], log: Path, timeout_s: float) -> tuple[list[int], bool]:
-    """Start every command (one per node or worker), wait for all; (return codes, whether time ran out)."""
+    """Start every command (one per node or worker), wait for all; (return codes, whether time ran out).
+    A dead rank leaves the others blocked in a collective, so the first failure ends the whole job; a
+    timeout, an exception or a signal too. Ending a job ends each process's whole tree (launch.reap):
+    torchrun starts its ranks in sessions of their own, where its process group does not reach."""
     processes = []
+    timed_out = False
     with log.open("w") as handle:
-        for command, env in commands:
-            processes.append(subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                              start_new_session=True))  # fmt: skip
-        timed_out = False
-        deadline = time.monotonic() + timeout_s  # one limit for the whole job, however many processes it has
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                break
-        if timed_out or any(p.returncode not in (0, None) for p in processes):
-            for process in processes:  # a dead rank leaves the others blocked in a collective: stop them all
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-    return [p.returncode for p in processes], timed_out
+        try:
+            for command, env in commands:
+                processes.append(launch.start(command, env=env, stdout=handle, stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + timeout_s  # one limit for the whole job, however many processes it has
+            while any(p.poll() is None for p in processes):
+                if any(p.returncode not in (0, None) for p in processes):
+                    break
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                time.sleep(0.05)
+        finally:
+            codes = [p.poll() for p in processes]
+            for process in processes:
+                launch.reap(process)
+    return [c if c is not None else p.returncode for c, p in zip(codes, processes)], timed_out
 
 
 def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: Path) -> ScaleRecord:
@@ -153,14 +154,16 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
         if engine == "torch":
             job["threads_per_replica"] = threads
             request_path.write_text(json.dumps(job))
-            command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
-                       str(replicas), "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-                       "-m", "bench.scaleout.replica_torch", str(request_path)]  # fmt: skip
+            # torchrun under the guard, and each rank too (bench.launch runs the module after the guard)
+            command = launch.python_module(
+                "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(replicas), "--master-addr",
+                "127.0.0.1", "--master-port", str(_free_port()), "-m", "bench.launch", "bench.scaleout.replica_torch",
+                str(request_path))  # fmt: skip
             commands = [(command, _env())]
         elif nodes == 1:
             job.update(strategy="mirrored", threads_per_process=threads * replicas)
             request_path.write_text(json.dumps(job))
-            commands = [([sys.executable, "-m", "bench.scaleout.replica_keras", str(request_path)], _env())]
+            commands = [(launch.python_module("bench.scaleout.replica_keras", str(request_path)), _env())]
         else:
             if replicas != nodes:
                 return replace(base, error=f"multi-worker runs one replica per worker: --replicas {replicas} "
@@ -169,7 +172,7 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
             request_path.write_text(json.dumps(job))
             ports = [_free_port() for _ in range(nodes)]
             cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-            commands = [([sys.executable, "-m", "bench.scaleout.replica_keras", str(request_path)],
+            commands = [(launch.python_module("bench.scaleout.replica_keras", str(request_path)),
                          {**_env(), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
                         for i in range(nodes)]  # fmt: skip
         codes, timed_out = _run(commands, log, request.timeout_s)

@@ -36,7 +36,27 @@ def shard_plan(plan: Plan, index: int, count: int) -> Plan:
     for config in plan.configs:
         order.setdefault(cell_key(config), len(order))
     mine = tuple(c for c in plan.configs if order[cell_key(c)] % count == index - 1)
-    return replace(plan, configs=mine, shard={"index": index, "count": count, "plan_digest": plan.digest()})
+    # The whole plan's configurations travel with each shard: a merge of some shards still knows them all.
+    shard = {"index": index, "count": count, "plan_digest": plan.digest(), "plan_configs": [c.to_dict() for c in plan.configs]}  # fmt: skip
+    return replace(plan, configs=mine, shard=shard)
+
+
+def whole_plan(plans: list[Plan]) -> tuple[Plan, str | None]:
+    """The plan the shards were cut from (checked against its digest), and a warning when the shards
+    come from a version that did not keep it (then the merged plan is the shards' configurations)."""
+    from ..config import Config
+
+    first = plans[0]
+    stored = first.shard.get("plan_configs")
+    if stored is not None:
+        whole = replace(first, configs=tuple(Config.from_dict(c) for c in stored), shard=None)
+        if whole.digest() == first.shard["plan_digest"]:
+            return whole, None
+    configs = [c for p in plans for c in p.configs]
+    interleave = bool(configs) and configs[0].device == "cpu"
+    whole = replace(first, configs=tuple(order_configs(configs, interleave)), shard=None)
+    return whole, ("the shards' plan.json do not hold the whole plan (an older version made them): the merged plan "
+                   "is the given shards' configurations, so what the missing shards planned is not listed")  # fmt: skip
 
 
 def hardware(env: dict, records) -> dict:
@@ -57,7 +77,9 @@ def hardware_of(run: Path) -> dict:
 
 
 def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, list[Record], list[str]]:
-    """Merge shard run folders into `out` (a new run folder); returns the plan, the records and warnings."""
+    """Merge shard run folders into `out` (a new run folder; the CLI gives a staging folder, renamed into
+    place when complete); returns the whole plan, the records and warnings. The merged plan is the whole
+    plan the shards were cut from, so the report lists what missing shards would have measured."""
     if not shards:
         raise UsageError("merge needs at least one shard run folder")
     plans = []
@@ -90,13 +112,16 @@ def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, lis
                              "Merge anyway with --force (the report then says so)")  # fmt: skip
         warnings.append(f"merged from different hardware (--force): {described}")
     records: list[Record] = []
-    for folder in shards:
+    for folder, plan in zip(shards, plans):
         results = read_results(folder / "results.jsonl")
-        results.check(plans[shards.index(folder)])
+        results.check(plan)
+        if results.torn_tail:  # a shard that crashed mid-write: its last configuration has no record
+            warnings.append(f"shard {plan.shard['index']} ({folder}): {results.torn_warning()}; that configuration "
+                            f"is missing (continue the shard with python -m bench run --resume {folder})")  # fmt: skip
         records += current_records(results.records)
-    configs = [c for p in plans for c in p.configs]
-    interleave = bool(configs) and configs[0].device == "cpu"
-    whole = replace(plans[0], configs=tuple(order_configs(configs, interleave)), shard=None)
+    whole, warning = whole_plan(plans)
+    if warning:
+        warnings.append(warning)
     rank = {c: i for i, c in enumerate(whole.configs)}
     records.sort(key=lambda r: rank[r.config])
     if (out / "results.jsonl").exists():

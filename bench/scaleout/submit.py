@@ -25,8 +25,15 @@ class ShardsFailed(RuntimeError):
 
 
 def run_shard(argv: list[str]) -> int:
-    from bench.cli import main
+    """One job: `bench run` of one shard. In a local job process it first takes the child guard, so it
+    ends when the submitting process is gone (submitit's local jobs are meant to outlive it)."""
+    import os
 
+    from bench.cli import main
+    from bench.launch import guard
+
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        guard()
     return main(argv)
 
 
@@ -161,6 +168,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(values["out"])
+    return _submit(values, run_args, out, submitit, bench_main)
+
+
+def _submit(values: dict, run_args: list[str], out: Path, submitit, bench_main) -> int:
+    """Submit, wait and merge, OUT locked. Ctrl-C, SIGTERM or SIGHUP end every local job with its shard
+    runner and workers, then say, as `bench run` does, what is kept and how to continue."""
+    import os
+
+    from bench import folders, launch
+    from bench.cli import interrupted
+
+    try:
+        folders.hold(out)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if values["local"]:  # the local jobs watch this process: they end when it is gone, however it ends
+        os.environ[launch.ROOT_ENV] = launch.child_env()[launch.ROOT_ENV]
+    shards = " ".join(str(out / f"shard-{i}") for i in range(1, values["shards"] + 1))
+    merge = f"python -m bench merge {out / 'merged'} {shards}"
+    try:
+        with launch.stop_signals():
+            return _submit_and_merge(values, run_args, out, submitit, bench_main)
+    except (KeyboardInterrupt, launch.Interrupted) as stop:
+        if not values["local"]:
+            return interrupted(stop, f"the Slurm jobs go on (scancel stops them); when they have ended: {merge}")
+        with launch.signals_ignored():
+            launch.end_descendants()
+        return interrupted(stop, f"the shards' records are kept in {shards}; continue each with python -m bench "
+                                 f"run --resume SHARD, then: {merge}")  # fmt: skip
+    finally:
+        folders.release_all()
+
+
+def _submit_and_merge(values: dict, run_args: list[str], out: Path, submitit, bench_main) -> int:
     log_folder = out / "submitit"
     if values["local"]:
         executor = submitit.LocalExecutor(folder=log_folder)
