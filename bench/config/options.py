@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from implementations import get_spec, list_models
 from implementations.frameworks import canonical_framework
@@ -32,10 +33,15 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] | None = None
-    rule: Callable[[object], None] | None = None  # a further check of each value (the 6n+2 depth rule)
+    rule: Callable[[Any], None] | None = None  # a further check of each value (the 6n+2 depth rule)
 
     def label(self) -> str:
         return self.name.replace("_", " ")
+
+    def _item(self) -> type:
+        if self.item is None:
+            raise TypeError(f"list option {self.name!r} declares no item type")
+        return self.item
 
     def check(self, value, where: str):
         """`value` as typed data (TOML) if it has the right type and range; UsageError otherwise."""
@@ -44,7 +50,7 @@ class Option:
                 raise UsageError(f"{self.name}{_at(where)} must be a list such as [{self._example()}], got {value!r}")
             if not value:
                 raise UsageError(f"{self.name}{_at(where)} is empty; give at least one value")
-            return [self._scalar(item, self.item, where) for item in value]
+            return [self._scalar(item, self._item(), where) for item in value]
         return self._scalar(value, self.kind, where)
 
     def parse(self, text: str, where: str = "on the command line"):
@@ -55,7 +61,7 @@ class Option:
                 raise UsageError(f"no {self.label()} given{_at(where)}; valid: {self._valid()}")
             if not all(items):
                 raise UsageError(f"{self.label()}{_at(where)} has an empty item in {text!r}")
-            return [self._scalar(self._from_text(item, self.item), self.item, where) for item in items]
+            return [self._scalar(self._from_text(item, self._item()), self._item(), where) for item in items]
         return self._scalar(self._from_text(text, self.kind), self.kind, where)
 
     def _from_text(self, text: str, kind: type):
@@ -121,7 +127,9 @@ class Option:
         return ", ".join(repr(c) for c in self.choices[:2]) if self.choices else ("1, 8" if self.item is int else "'a'")
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
+    if value is None:
+        return "any"
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
