@@ -1,4 +1,4 @@
-"""Command line: `python -m bench models | run | report | compare | profile | gradient-flow`. Bad input exits 2."""
+"""Command line: `python -m bench models | run | report | compare | profile | gradient-flow | train`. Bad input exits 2."""
 
 from __future__ import annotations
 
@@ -153,6 +153,10 @@ def make_parser() -> argparse.ArgumentParser:
     flow.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     flow.add_argument("--steps", type=int, default=5, help="SGD steps after initialisation, 0-100 (default 5)")
     flow.add_argument("--out", help="the folder to write (default: results/gradient-flow/TIME)")
+
+    from .studies.train import add_arguments as add_train_arguments
+
+    add_train_arguments(commands.add_parser("train", help="train plain and residual nets of each depth on real data"))
     return parser
 
 
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
         commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                     "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
-                    "scale": cmd_scale}  # fmt: skip
+                    "scale": cmd_scale, "train": cmd_train}  # fmt: skip
         return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -551,6 +555,12 @@ def cmd_gradient_flow(args) -> int:
     print(path.read_text())
     print(f"gradient flow: {path}")
     return 0
+
+
+def cmd_train(args) -> int:
+    from .studies.train import command
+
+    return command(args, lambda label: _new_folder(args.out, "training.json", "a training study", "training", label))
 
 
 def cmd_merge(args) -> int:
