@@ -1,4 +1,4 @@
-"""Command line: `python -m bench models | run | report | compare | profile | gradient-flow`. Bad input exits 2."""
+"""Command line: `python -m bench models | run | report | compare | profile | gradient-flow | train`. Bad input exits 2."""
 
 from __future__ import annotations
 
@@ -200,6 +200,10 @@ def make_parser() -> argparse.ArgumentParser:
     docs.add_argument(
         "--root", help="the checkout whose README.md, docs/*.md and results/ are read (default: this one)"
     )
+
+    from .studies.train import add_arguments as add_train_arguments
+
+    add_train_arguments(commands.add_parser("train", help="train plain and residual nets of each depth on real data"))
     return parser
 
 
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             args = make_parser().parse_args(argv)
             commands = {"models": cmd_models, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                         "profile": cmd_profile, "gradient-flow": cmd_gradient_flow, "merge": cmd_merge,
-                        "scale": cmd_scale, "docs": cmd_docs, "index": cmd_index}  # fmt: skip
+                        "scale": cmd_scale, "docs": cmd_docs, "index": cmd_index,
+                        "train": cmd_train}  # fmt: skip
             return commands[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -607,6 +612,12 @@ def cmd_gradient_flow(args) -> int:
     print(path.read_text())
     print(f"gradient flow: {path}")
     return 0
+
+
+def cmd_train(args) -> int:
+    from .studies.train import command
+
+    return command(args, lambda label: _new_folder(args.out, "training.json", "a training study", "training", label))
 
 
 def cmd_merge(args) -> int:

@@ -31,6 +31,9 @@ class Prepared:
     synchronous: bool = True
     # Engines that step on copies of the weights (JAX): write the current ones back into `model`.
     export_weights: Callable[[], None] | None = None
+    # With a StepHook: feed(images, labels) gives the next step this batch (NCHW NumPy images, int labels, the
+    # hook's batch size) in place of the hook's rotation; a study that trains on data calls it before each step.
+    feed: Callable[[Any, Any], None] | None = None
 
 
 @dataclass(frozen=True)

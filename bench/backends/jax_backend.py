@@ -162,6 +162,11 @@ class JaxBackend:
             if last[0] is not None:
                 jax.block_until_ready(last[0])
 
+        def feed(x, y) -> None:
+            inputs[:] = [jax.device_put(np.asarray(x, dtype=dtype).transpose(0, 2, 3, 1), device)]
+            labels[:] = [jax.device_put(np.asarray(y, dtype=np.int32), device)]
+            counter[0] = 0
+
         name = device.device_kind if device.platform == "gpu" else None
         return Prepared(
             step=step,
@@ -172,6 +177,7 @@ class JaxBackend:
             handle=(inputs, labels, state),
             synchronous=False,
             export_weights=export_weights,
+            feed=feed if hook is not None else None,
         )
 
     @staticmethod

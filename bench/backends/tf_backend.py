@@ -183,13 +183,20 @@ class TensorFlowBackend:
             if last[0] is not None:
                 last[0].numpy()
 
+        def feed(x, y) -> None:
+            with tf.device(device):
+                inputs[:] = [tf.constant(x.transpose(0, 2, 3, 1), dtype=dtype)]
+                labels[:] = [tf.constant(y, dtype=tf.int32)]
+            counter[0] = 0
+
         name = None
         if device.startswith("/GPU"):
             gpu = tf.config.list_physical_devices("GPU")[0]
             name = tf.config.experimental.get_device_details(gpu).get("device_name")
         return Prepared(
-            step=step, sync=sync, params=count_params(model), device_name=name, model=model, handle=(inputs, labels)
-        )
+            step=step, sync=sync, params=count_params(model), device_name=name, model=model, handle=(inputs, labels),
+            feed=feed if hook is not None else None,
+        )  # fmt: skip
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
         """The prepared step's time per operator category over `steps` steps under TensorFlow's profiler, read

@@ -247,8 +247,15 @@ class TorchBackend:
             inputs[:] = [x.contiguous(memory_format=memory_format) for x in images]
             prepared.layout = name
 
+        def feed(x, y) -> None:
+            images[:] = [torch.as_tensor(x, dtype=images[0].dtype).to(device)]
+            labels[:] = [torch.as_tensor(y, dtype=torch.long).to(device)]
+            inputs[:] = [images[0].contiguous(memory_format=_FORMATS[prepared.layout])]
+            counter[0] = 0
+
         set_layout(layout)
         prepared.set_layout = set_layout if hook is None else None
+        prepared.feed = feed if hook is not None else None
         return prepared
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
