@@ -150,7 +150,7 @@ def test_the_overhead_json_carries_them_beside_its_results(tmp_path, monkeypatch
     def fake_run(command, **kwargs):
         return subprocess.CompletedProcess(command, 0, stdout=json.dumps(result) + "\n", stderr="")
 
-    monkeypatch.setattr(overhead.subprocess, "run", fake_run)
+    monkeypatch.setattr(overhead.launch, "run", fake_run)  # the one launcher: no benchmark runs here
     monkeypatch.setattr("implementations.is_installed", lambda framework: True)
     path = tmp_path / "overhead.json"
     assert overhead.main(["--frameworks", "torch", "--json", str(path)]) == 0
