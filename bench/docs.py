@@ -755,94 +755,16 @@ def _flow_number(value: float) -> str:
     return "diverged (NaN)" if value != value else _sig(value)
 
 
-@figure("flow-table")
-def flow_table(sources: Sources, name: str, engine: str = "torch") -> str:
-    """First convolution's gradient norm over the last's, at init and after the last step, by depth."""
-    from implementations import get_spec
-
-    from .profiling.flow_report import first_to_last
-
-    models = sources.flow(name)["request"]["models"]
-    specs = {m: get_spec(m) for m in models}
-    depths = sorted({s.depth for s in specs.values()})
-    rows = []
-    for norm in (True, False):
-        for residual in (False, True):
-            kind = "residual" if residual else "plain"
-            label = f"{kind}, {'BN' if norm else 'no BN'}"
-            cells = []
-            for depth in depths:
-                match = [m for m, s in specs.items()
-                         if s.depth == depth and s.batch_norm == norm and (s.shortcut != "none") == residual]  # fmt: skip
-                if not match:
-                    cells.append("—")
-                    continue
-                norms = _flow_run(sources, name, engine, match[0])["norms"]
-                cells.append(f"{_flow_number(first_to_last(norms[0]))} → {_flow_number(first_to_last(norms[-1]))}")
-            rows.append([label, *cells])
-    steps = sources.flow(name)["request"]["steps"]
-    rows[0][0] = f"plain, BN, at init → after {steps} steps"
-    lines = ["| | " + " | ".join(f"depth {d}" for d in depths) + " |", "|---" * (len(depths) + 1) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-@figure("flow-ratio")
-def flow_ratio(sources: Sources, name: str, model: str, step: str, engine: str = "torch", scale: str = "1") -> str:
-    """First/last of one network at step 'init' or 'last', times `scale` (100 for a percentage)."""
-    from .profiling.flow_report import first_to_last
-
-    norms = _flow_run(sources, name, engine, model)["norms"]
-    value = first_to_last(norms[0] if step == "init" else norms[-1]) * float(scale)
-    return _sig(value)
-
-
-@figure("flow-ratio-span")
-def flow_ratio_span(sources: Sources, name: str, models: str, engine: str = "torch") -> str:
-    """The span of first/last over the given networks at both points: '3.8-36'."""
-    from .profiling.flow_report import first_to_last
-
-    values = [first_to_last(n) for m in models.split(",") for n in (lambda r: (r[0], r[-1]))(
-        _flow_run(sources, name, engine, m)["norms"])]  # fmt: skip
-    return f"{_sig(min(values))}-{_sig(max(values))}"
-
-
-@figure("flow-loss")
-def flow_loss(sources: Sources, name: str, model: str, engine: str = "torch") -> str:
-    """A network's initial loss: '3,490' or '169 million'."""
-    loss = _flow_run(sources, name, engine, model)["loss"][0]
-    return f"{_sig(loss / 1e6)} million" if loss >= 1e6 else _sig(loss)
-
-
-@figure("flow-median-norm")
-def flow_median_norm(sources: Sources, name: str, model: str, engine: str = "torch") -> str:
-    """The median layer's gradient norm at initialisation."""
-    from .profiling.flow_report import median_norm
-
-    return _sig(median_norm(_flow_run(sources, name, engine, model)["norms"][0]))
-
-
-@figure("flow-agreement")
-def flow_agreement(sources: Sources, name: str, engine: str, statistic: str) -> str:
-    """Against the first engine, the largest relative difference of a layer's gradient norm at init, per network:
-    statistic 'median' (the half of the networks at or below it) or 'worst' (with the network)."""
-    from .profiling.flow_report import _agreement
-
-    data = sources.flow(name)
-    results = [r for r in data["results"] if "error" not in r]
-    worst = _agreement(results, data["request"]["models"]).get(engine)
-    if worst is None:
-        raise FigureError(f"gradient flow {name} has no comparison for {engine}")
-    ordered = sorted(worst.values())
-    if statistic == "median":  # as gradient_flow.md states it: at most this in half of the networks
-        return f"{ordered[len(ordered) // 2]:.1e}".replace("e-0", "e-")
-    if statistic == "worst":
-        return f"{ordered[-1]:.2g}"
-    if statistic == "worst-model":
-        return max(worst, key=worst.get)
-    raise FigureError("statistic must be median, worst or worst-model")
-
-
-# --- models ------------------------------------------------------------------------------------------------
+@figure("quote")
+def quote(sources: Sources, path: str, first: str, count: str = "1") -> str:
+    """`count` lines of a committed Markdown file, from the first line that starts with `first` (underscores in
+    `first` stand for spaces): a study's own generated sentences, quoted whole."""
+    lines = sources.path(path).read_text(encoding="utf-8").splitlines()
+    prefix = first.replace("_", " ")
+    for index, line in enumerate(lines):
+        if line.startswith(prefix):
+            return "\n".join(lines[index : index + int(count)])
+    raise FigureError(f"{path} has no line starting with {prefix!r}")
 
 
 @figure("model-params")
