@@ -214,13 +214,9 @@ def findings_table(sources: Sources, run: str, top: str = "6") -> str:
 @figure("machine")
 def machine_of(sources: Sources, run: str) -> str:
     """The machine a run was made on: 'Intel(R) Xeon(R) Processor, 2 cores' (a GPU's name where it ran on one)."""
-    records = sources.run(run)
-    gpus = sorted({r.env.get("device_name") for r in records if r.device == "cuda" and r.env.get("device_name")})
-    if gpus:
-        return ", ".join(gpus)
-    env = sources.json(f"results/runs/{run}/env.json")
-    first = records[0].env if records else {}
-    return f"{env.get('cpu_model') or first.get('cpu_model')}, {env.get('cpu_cores') or first.get('cpu_cores')} cores"
+    from .html import machine_name
+
+    return machine_name(sources.json(f"results/runs/{run}/env.json"), sources.run(run))
 
 
 @figure("wall")

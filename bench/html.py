@@ -279,17 +279,21 @@ def _num(value) -> str:
     return f'<td class="num" data-sort="{value}">{esc(text)}</td>'
 
 
-def machine_line(env: dict, records: list[Record]) -> str:
-    first = records[0].env if records else {}
-    cpu = env.get("cpu_model") or first.get("cpu_model")
-    cores = env.get("cpu_cores") or first.get("cpu_cores")
+def machine_name(env: dict, records: list[Record]) -> str:
+    """The machine a run was made on: its GPUs where it ran on any, else 'CPU model, N cores'."""
     gpus = sorted({r.env.get("device_name") for r in records if r.device == "cuda" and r.env.get("device_name")})
+    if gpus:
+        return ", ".join(gpus)
+    first = records[0].env if records else {}
+    return f"{env.get('cpu_model') or first.get('cpu_model')}, {env.get('cpu_cores') or first.get('cpu_cores')} cores"
+
+
+def machine_line(env: dict, records: list[Record]) -> str:
     when = env.get("start") or env.get("time") or ""
     wall = f", {env['wall_s']:.0f} s" if env.get("wall_s") else ""
-    commit = env.get("git_commit") or ""
     modified = " (modified tree)" if env.get("git_modified") else ""
-    machine = ", ".join(gpus) if gpus else f"{cpu}, {cores} cores"
-    return f'<p class="meta">Machine: {esc(machine)}; {esc(when)}{esc(wall)}; commit {esc(commit)}{esc(modified)}</p>'
+    return (f'<p class="meta">Machine: {esc(machine_name(env, records))}; {esc(when)}{esc(wall)}; commit '
+            f"{esc(env.get('git_commit') or '')}{esc(modified)}</p>")  # fmt: skip
 
 
 def run_page(records: list[Record], env: dict, title: str, raw_lines: Sequence[str] | None = None) -> str:

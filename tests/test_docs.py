@@ -1,4 +1,4 @@
-"""The README's figures are generated from the committed result files: `python -m bench docs --check` passes on
+"""The README's and docs/'s figures are generated from the committed result files: `python -m bench docs --check` passes on
 the real README, and fails, naming the figure, as soon as a result file or a quoted figure is edited."""
 
 import io
@@ -22,8 +22,9 @@ def _check(root: Path) -> tuple[int, str]:
 
 @pytest.fixture
 def checkout(tmp_path) -> Path:
-    """A copy of the README and the committed results (plots and traces left out: no figure reads them)."""
+    """A copy of the README, docs/ and the committed results (plots and traces left out: no figure reads them)."""
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copytree(ROOT / "results", tmp_path / "results", ignore=shutil.ignore_patterns("*.png", "*trace*"))
     return tmp_path
 
@@ -44,7 +45,7 @@ def test_the_command_line_check_passes_on_this_checkout(capsys):
 
 def test_the_figures_once_misquoted_are_generated_now():
     """Each of these was quoted by hand and had drifted from its file; now each is a marker its file fills in."""
-    text = (ROOT / "README.md").read_text()
+    text = "".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     for marker in [
         "figure:preset cpu-default windows -->10<",  # the default preset alternates 10 windows, not 9
         "figure:ratio-range 20261128-104724-cpu-cpu-default engine=keras-tensorflow -->1.21-1.94x slower<",
@@ -92,7 +93,7 @@ def test_a_re_made_run_fails_the_figures_that_quote_it(checkout):
 
 
 def test_editing_a_quoted_figure_fails_the_check_and_docs_writes_it_back(checkout):
-    readme = checkout / "README.md"
+    readme = checkout / "docs" / "models.md"
     original = readme.read_text()
     edited = original.replace(
         "figure:rerun-spread 20261128-094532-cpu-cpu-default 20261128-095109-cpu-cpu-default -->11%<",
@@ -102,7 +103,7 @@ def test_editing_a_quoted_figure_fails_the_check_and_docs_writes_it_back(checkou
     readme.write_text(edited)
     code, out = _check(checkout)
     assert code == 1 and "the text says '15-25%', its files give '11%'" in out
-    assert out.strip().splitlines()[0].startswith("README.md:")  # names the file and line
+    assert out.strip().splitlines()[0].startswith("docs/models.md:")  # names the file and line
     assert run_docs(checkout, out=io.StringIO()) == 0
     assert readme.read_text() == original
     assert _check(checkout)[0] == 0
@@ -114,9 +115,9 @@ def test_a_figure_whose_file_is_gone_cannot_be_computed_and_fails(checkout):
     assert code == 1
     assert "figure profile-sum 20261128-vgg11-train-64px torch: cannot be computed from its files" in out
     assert "profile.json does not exist" in out
-    before = (checkout / "README.md").read_text()
+    before = (checkout / "docs" / "studies.md").read_text()
     assert run_docs(checkout, out=io.StringIO()) == 1  # rewriting keeps that figure's text and fails too
-    assert (checkout / "README.md").read_text() == before
+    assert (checkout / "docs" / "studies.md").read_text() == before
 
 
 def test_an_unknown_figure_exits_2_naming_the_valid_ones(checkout, capsys):
@@ -128,7 +129,7 @@ def test_an_unknown_figure_exits_2_naming_the_valid_ones(checkout, capsys):
 
 
 def test_docs_md_files_are_read_too(checkout):
-    (checkout / "docs").mkdir()
+    (checkout / "docs").mkdir(exist_ok=True)
     (checkout / "docs" / "notes.md").write_text(
         "The default preset alternates <!-- figure:plan 20261128-094532-cpu-cpu-default windows -->9<!-- /figure -->.\n"
     )
