@@ -101,7 +101,7 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
     from .train_report import write_training_report
 
     out.mkdir(parents=True, exist_ok=True)
-    started, load_start = time.monotonic(), os.getloadavg()[0]
+    started, load_start, env = time.monotonic(), os.getloadavg()[0], host_env()  # the commit that runs
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         groups = [request.engines] if request.parallel else [(engine,) for engine in request.engines]
@@ -115,7 +115,7 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
                 if "error" in result:
                     say(f"  {engine}: {result['error']}")
                 results.append(result)
-    data = {"request": request.to_dict(), "env": host_env(), "wall_s": time.monotonic() - started,
+    data = {"request": request.to_dict(), "env": env, "wall_s": time.monotonic() - started,
             "load_average": {"start": load_start, "end": os.getloadavg()[0]}, "results": results}  # fmt: skip
     (out / "training.json").write_text(json.dumps(data, indent=1))
     return write_training_report(data, out)

@@ -444,6 +444,7 @@ def plot(data: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     results = [r for r in data["results"] if r.get("runs")]
     kinds = data["request"]["kinds"]
@@ -467,6 +468,7 @@ def plot(data: dict, path: Path) -> None:
                                     color=colour, alpha=0.15)  # fmt: skip
             ax.set_title(f"{res['engine']}: {'plain' if kind == 'plain' else 'residual'}")
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("error %")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
