@@ -152,7 +152,7 @@ def test_pytorch_and_keras_train_alike_on_a_tiny_run(tmp_path):
     pytest.importorskip("tensorflow")
     out = tmp_path / "run"
     code = main(["train", "--depths", "8", "--kinds", "resnet", "--seeds", "0,1", "--epochs", "2", "--batch-size",
-                 "8", "--train-images", "32", "--eval-train", "32", "--synthetic-windows", "0", "--out", str(out)])  # fmt: skip
+                 "8", "--train-images", "32", "--eval-train", "32", "--synthetic-windows", "0", "--float64-reference", "--out", str(out)])  # fmt: skip
     assert code == 0
     data = json.loads((out / "training.json").read_text())
     results = {r["engine"]: r for r in data["results"]}
@@ -167,6 +167,11 @@ def test_pytorch_and_keras_train_alike_on_a_tiny_run(tmp_path):
         assert np.max(np.abs(a - b)) < 0.05, (a, b)
         assert [e["images"] for e in torch_run["epochs"]] == [32, 64]
     assert results["torch"]["runs"][0]["initial_weights"] != results["torch"]["runs"][1]["initial_weights"]
+    (control,) = results["torch"]["float64_runs"]  # the first seed again, in float64, from the same weights
+    assert (
+        control["dtype"] == "float64" and control["initial_weights"] == results["torch"]["runs"][0]["initial_weights"]
+    )
+    assert abs(control["step_losses"][0][0] - results["torch"]["runs"][0]["step_losses"][0][0]) < 1e-4
     report = (out / "training.md").read_text()
-    assert "## The same training in every engine" in report and "ResNet-8" in report
+    assert "## The same training in every engine" in report and "torch float64 (control)" in report
     assert (out / "training.png").stat().st_size > 0 and len((out / "training.csv").read_text().splitlines()) == 9

@@ -41,6 +41,7 @@ class TrainRequest:
     held_targets: tuple[float, ...] = DEFAULT_TARGETS["held"]
     synthetic_windows: int = 6  # the harness's timed windows per network (0: no synthetic measurement)
     synthetic_window_s: float = 0.3
+    float64_reference: bool = False  # PyTorch also trains the first seed in float64: float32 rounding's own effect
     threads: int = 1  # per engine; 0: all cores
     parallel: bool = True  # the engines' workers side by side (a CPU with a core per engine), else in turn
     device: str = "cpu"
@@ -100,7 +101,7 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
     from .train_report import write_training_report
 
     out.mkdir(parents=True, exist_ok=True)
-    started, load_start = time.monotonic(), os.getloadavg()[0]
+    started, load_start, env = time.monotonic(), os.getloadavg()[0], host_env()  # the commit that runs
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         groups = [request.engines] if request.parallel else [(engine,) for engine in request.engines]
@@ -114,7 +115,7 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
                 if "error" in result:
                     say(f"  {engine}: {result['error']}")
                 results.append(result)
-    data = {"request": request.to_dict(), "env": host_env(), "wall_s": time.monotonic() - started,
+    data = {"request": request.to_dict(), "env": env, "wall_s": time.monotonic() - started,
             "load_average": {"start": load_start, "end": os.getloadavg()[0]}, "results": results}  # fmt: skip
     (out / "training.json").write_text(json.dumps(data, indent=1))
     return write_training_report(data, out)
@@ -149,6 +150,8 @@ def add_arguments(parser) -> None:
         default=6,
         help="the harness's timed windows per network on synthetic inputs, 0 or 6-100 (default 6)",
     )
+    parser.add_argument("--float64-reference", action="store_true", help="PyTorch also trains the first seed in "
+                        "float64: how far float32 rounding alone moves a run, beside the engines' differences")  # fmt: skip
     parser.add_argument(
         "--threads",
         type=int,
@@ -226,6 +229,7 @@ def request_from_args(args) -> TrainRequest:
         engines=tuple(dict.fromkeys(engines)), depths=depths, kinds=kinds, seeds=seeds, epochs=epochs,
         batch_size=args.batch_size, cifar10=str(Path(args.cifar10).resolve()) if args.cifar10 else None,
         train_images=args.train_images, eval_train=args.eval_train, synthetic_windows=args.synthetic_windows, threads=threads, parallel=parallel,
+        float64_reference=args.float64_reference,
         device=args.device, timeout_s=args.timeout, **targets,
     )  # fmt: skip
 

@@ -216,6 +216,15 @@ def verdict_sentence(kind: str, v: dict) -> str:
     return f"- {question} {answer} ({figures}).{easy}"
 
 
+def _cpu_line(results) -> str:
+    """The workers' own CPU seconds (all their threads): what the study costs whatever else runs."""
+    timed = [(r["engine"], r["cpu_s"], r["wall_s"]) for r in results if r.get("cpu_s") is not None]
+    if not timed:
+        return ""
+    parts = ", ".join(f"{engine} {cpu:.0f} CPU s in {wall:.0f} s" for engine, cpu, wall in timed)
+    return f" The workers used {parts}."
+
+
 def _engine_results(data: dict) -> dict[str, dict]:
     return {r["engine"]: r for r in data["results"]}
 
@@ -258,7 +267,7 @@ def render(data: dict) -> str:
         f"{how}, {threads} thread(s) per engine; commit {env.get('git_commit') or 'unknown'}. The whole study took "
         f"{data.get('wall_s', float('nan')):.0f} s of wall time; the machine's 1-minute load average was "
         f"{load.get('start', float('nan')):.1f} at the start and {load.get('end', float('nan')):.1f} at the end: "
-        "whatever else ran is in every time here.",
+        "whatever else ran is in every time here." + _cpu_line(results.values()),
         "",
     ]
     failed = [f"- {name}: {res['error']}" for name, res in results.items() if res.get("error")]
@@ -388,12 +397,14 @@ def render(data: dict) -> str:
               "Per network, run for run on the same seeds: the largest |difference| of the epoch's mean training "
               "loss (and of the held-out error) at any epoch, beside the seed-to-seed spread (max - min over "
               f"{ref_engine}'s seeds) at that epoch; \"within\" when the difference stayed inside the spread at "
-              "every epoch.", ""]  # fmt: skip
+              "every epoch. With --float64-reference, the control row is PyTorch itself in float64 on the first "
+              "seed: how far float32 rounding alone moves a run.", ""]  # fmt: skip
     rows = []
-    for name, res in results.items():
-        if name == ref_engine:
-            continue
-        grouped = runs_by_model(res)
+    compared = [(name, res.get("runs", [])) for name, res in results.items() if name != ref_engine]
+    if reference.get("float64_runs"):  # the control: the reference engine against itself in float64
+        compared.append((f"{ref_engine} float64 (control)", reference["float64_runs"]))
+    for name, runs in compared:
+        grouped = runs_by_model({"runs": runs})
         for model in models:
             if not grouped.get(model) or not ref_runs.get(model):
                 continue
@@ -433,6 +444,7 @@ def plot(data: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     results = [r for r in data["results"] if r.get("runs")]
     kinds = data["request"]["kinds"]
@@ -456,6 +468,7 @@ def plot(data: dict, path: Path) -> None:
                                     color=colour, alpha=0.15)  # fmt: skip
             ax.set_title(f"{res['engine']}: {'plain' if kind == 'plain' else 'residual'}")
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("error %")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)

@@ -40,7 +40,8 @@ def weights_digest(torch_model) -> str:
     h = hashlib.sha256()
     for name, tensor in torch_model.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        tensor = tensor.detach().cpu().contiguous()
+        h.update((tensor.float() if tensor.is_floating_point() else tensor).numpy().tobytes())  # float64 runs too
     return h.hexdigest()[:16]
 
 
@@ -57,13 +58,13 @@ def evaluator(engine: str, prepared):
     if engine == "torch":
         import torch
 
-        device = next(model.parameters()).device
+        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
 
         def torch_logits(images: np.ndarray) -> np.ndarray:
             model.eval()
             try:
                 with torch.inference_mode():
-                    outs = [model(torch.from_numpy(images[i : i + EVAL_BATCH]).to(device)).float().cpu().numpy()
+                    outs = [model(torch.from_numpy(images[i : i + EVAL_BATCH]).to(device, dtype)).float().cpu().numpy()
                             for i in range(0, len(images), EVAL_BATCH)]  # fmt: skip
             finally:
                 model.train()  # the prepared step does not set the mode again
@@ -86,7 +87,7 @@ def evaluate(logits_of, images: np.ndarray, labels: np.ndarray) -> dict:
     return {"error": float(np.mean(logits.argmax(axis=1) != labels)), "loss": cross_entropy(logits, labels)}
 
 
-def prepare_run(backend, engine: str, model: str, seed: int, request: dict, first_batch):
+def prepare_run(backend, engine: str, model: str, seed: int, request: dict, first_batch, dtype: str = "float32"):
     """The backend's prepared training step and the initial weights' digest; Keras engines get PyTorch's seeded
     initialisation (the torch backend's own `prepare`, as the equivalence tests do) through the weight transfer."""
     from implementations import torch_to_keras
@@ -94,7 +95,7 @@ def prepare_run(backend, engine: str, model: str, seed: int, request: dict, firs
     from ..backends import StepHook, get_backend
     from ..config import Config, Settings
 
-    hook = StepHook(dtype="float32", inputs=(first_batch[0],), labels=(first_batch[1],), dropout=0.0)
+    hook = StepHook(dtype=dtype, inputs=(first_batch[0],), labels=(first_batch[1],), dropout=0.0)
     settings = Settings(threads=request["threads"], seed=seed)
     batch, device = request["batch_size"], request["device"]
     layout = "channels_last"  # PyTorch: the faster format for these nets on our CPU (the harness's trial); Keras: NHWC
@@ -111,17 +112,17 @@ def prepare_run(backend, engine: str, model: str, seed: int, request: dict, firs
     return prepared, weights_digest(source)
 
 
-def train_one(backend, engine: str, model: str, seed: int, data, request: dict) -> dict:
+def train_one(backend, engine: str, model: str, seed: int, data, request: dict, dtype: str = "float32") -> dict:
     from .train_data import Batches, evaluation_subset
 
     batches = Batches(data, request["batch_size"], seed)
     first_batch = next(iter(batches.epoch(1)))
     started = time.perf_counter()
-    prepared, digest = prepare_run(backend, engine, model, seed, request, first_batch)
+    prepared, digest = prepare_run(backend, engine, model, seed, request, first_batch, dtype)
     build_s = time.perf_counter() - started
     logits_of = evaluator(engine, prepared)
     train_eval = evaluation_subset(data, request["eval_train"])
-    run = {"model": model, "seed": seed, "initial_weights": digest, "build_s": build_s, "epochs": [],
+    run = {"model": model, "seed": seed, "dtype": dtype, "initial_weights": digest, "build_s": build_s, "epochs": [],
            "step_losses": [], "batch_digests": []}  # fmt: skip
     images_seen, wall_total, first_step_s = 0, 0.0, None
     for epoch in range(1, request["epochs"] + 1):
@@ -164,7 +165,7 @@ def train_one(backend, engine: str, model: str, seed: int, data, request: dict) 
         run["epochs"].append(record)
         run["step_losses"].append([v if math.isfinite(v) else None for v in losses])
         run["batch_digests"].append(order.hexdigest()[:16])
-        _say(f"{engine} {model} seed {seed} epoch {epoch}: loss {record['train_loss']}, train error "
+        _say(f"{engine} {dtype} {model} seed {seed} epoch {epoch}: loss {record['train_loss']}, train error "
              f"{record['train_error']:.2%}, held-out error {record['held_error']:.2%}, {wall:.1f} s "
              f"({record['img_s']:.0f} img/s, data {data_s:.2f} s), eval {eval_s:.1f} s")  # fmt: skip
         if not finite:
@@ -206,6 +207,7 @@ def synthetic_throughput(backend, engine: str, model: str, request: dict, proces
 
 
 def main() -> int:
+    started = time.perf_counter()
     engine, request_path, result_path = sys.argv[1:4]
     request = json.loads(Path(request_path).read_text())
     if engine != "torch":
@@ -227,11 +229,20 @@ def main() -> int:
     out = Path(result_path)
 
     def write() -> None:
+        result.update(cpu_s=time.process_time(), wall_s=time.perf_counter() - started)  # the worker's, so far
         out.write_text(json.dumps(result))
 
     for seed in request["seeds"]:
         for model in request["models"]:
             result["runs"].append(train_one(backend, engine, model, seed, data, request))
+            write()
+    if engine == "torch" and request["float64_reference"]:
+        # The control: PyTorch against itself in float64 on the first seed; how far float32 rounding alone moves a run.
+        result["float64_runs"] = []
+        for model in request["models"]:
+            result["float64_runs"].append(
+                train_one(backend, engine, model, request["seeds"][0], data, request, "float64")
+            )
             write()
     if request["synthetic_windows"]:
         for model in request["models"]:
