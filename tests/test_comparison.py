@@ -118,7 +118,7 @@ def test_cells_group_the_engines_of_one_configuration():
 def test_windows_alternate_between_engines_with_the_order_reversed_every_pair(tmp_path, monkeypatch):
     calls = []
 
-    def ask(self, config, message):
+    def ask(self, config, message, budget=None):
         calls.append((message["cmd"], config.framework))
         if message["cmd"] == "finish":
             return {"record": make_record(config, "ok", throughput_img_s=1.0, **message["cell"])}

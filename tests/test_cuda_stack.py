@@ -133,8 +133,8 @@ def test_the_runner_times_as_many_windows_as_the_rule_asks(tmp_path, monkeypatch
     asked = []
     original = runner._ask
 
-    def spy(config, message):
-        reply = original(config, message)
+    def spy(config, message, budget=None):
+        reply = original(config, message, budget)
         if message["cmd"] == "prepare" and "prepared" in reply:
             reply["prepared"]["windows"] = 9  # as a launch-bound GPU configuration would ask
         asked.append(message["cmd"])
