@@ -82,8 +82,12 @@ def test_torch_build_is_the_lowered_list(name):
 def test_a_keras_model_builds_without_torch():
     pytest.importorskip("tensorflow")
     code = (
-        "import sys\n"
-        "sys.modules['torch'] = None  # import torch now raises ImportError\n"
+        "import sys, importlib.abc\n"
+        "class NoTorch(importlib.abc.MetaPathFinder):  # import torch now raises ImportError; torch stays absent\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError('torch is not installed here')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
         "import importlib.util\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda name, *a: None if name.split('.')[0] == 'torch' else real(name, *a)\n"

@@ -141,7 +141,7 @@ def test_profile_end_to_end_on_a_tiny_network(tmp_path):
     assert "stage_layer1" in (viewer.decode() if isinstance(viewer, bytes) else viewer)
     assert (out / "stage_times.png").read_bytes()[:4] == b"\x89PNG"
     rows = (out / "profile.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 5
+    assert len(rows) == 1 + 2 * (5 + 1)  # two engines: five stages and the optimizer each
 
 
 def test_keras_on_jax_is_profiled_by_stage_and_its_missing_categories_are_said(tmp_path):
