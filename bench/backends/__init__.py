@@ -64,6 +64,10 @@ class Backend(Protocol):
         """Pay the framework's lazy start-up before the worker's memory baseline is taken."""
         ...
 
+    def warm_profiler(self) -> None:
+        """Pay the profiler's lasting start-up before the baseline, where the explain pass will use it."""
+        ...
+
     def drop_other(self, config: Config, settings: Settings) -> None:
         """Free what a kept model or traced step of another configuration holds, before `config` is measured."""
         ...

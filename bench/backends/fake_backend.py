@@ -64,6 +64,9 @@ class FakeBackend:
             prepared.set_layout = set_layout
         return prepared
 
+    def warm_profiler(self) -> None:
+        """Nothing to warm: this engine's explain pass starts no profiler on a CPU."""
+
     def warm_framework(self) -> None:
         pass
 

@@ -75,6 +75,9 @@ class JaxBackend:
             env["gpus"] = len(devices)
         return env
 
+    def warm_profiler(self) -> None:
+        """Nothing to warm: this engine's explain pass starts no profiler on a CPU."""
+
     def warm_framework(self) -> None:
         """A tiny jitted convolution with a gradient, so JAX's lazy start-up is paid before the worker's
         memory baseline is taken."""

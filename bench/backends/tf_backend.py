@@ -77,6 +77,18 @@ class TensorFlowBackend:
 
         tiny(tf.random.normal((2, 8, 8, 3))).numpy()
 
+    def warm_profiler(self) -> None:
+        """One tiny traced step under TensorFlow's profiler, so its lasting start-up memory is in the worker's
+        baseline, not in the peak of the configuration measured after the first explain pass."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="cnn-bench-warm-") as logdir:
+            tf.profiler.experimental.start(logdir)
+            try:
+                self.warm_framework()
+            finally:
+                tf.profiler.experimental.stop()
+
     def _device(self, config: Config) -> str:
         if config.device == "cuda":
             if not tf.config.list_physical_devices("GPU"):
