@@ -358,13 +358,7 @@ def index_page(root) -> str:
             continue
         records = read_results(folder / "results.jsonl").records
         env = json.loads((folder / "env.json").read_text()) if (folder / "env.json").exists() else {}
-        gpus = sorted({r.env.get("device_name") for r in records if r.device == "cuda" and r.env.get("device_name")})
-        first = records[0].env if records else {}
-        machine = (
-            ", ".join(gpus)
-            or f"{env.get('cpu_model') or first.get('cpu_model')}, "
-            f"{env.get('cpu_cores') or first.get('cpu_cores')} cores"
-        )
+        machine = machine_name(env, records)
         found = findings_module.findings(records).decided
         headline = found[0].sentence().replace("**", "") if found else "no engine comparison decided"
         link = f"runs/{folder.name}/" + ("report.html" if (folder / "report.html").exists() else "report.md")
