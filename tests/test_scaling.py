@@ -75,10 +75,10 @@ def test_a_killed_rank_is_recorded_by_number_and_the_sweep_goes_on(tmp_path):
 
 
 def test_a_hung_rank_becomes_a_timeout_record_naming_the_ranks_that_did_not_finish(tmp_path):
-    result, records = scale(tmp_path, "--frameworks", "torch", "--replicas", "2", "--hang-rank", "1", "--timeout", "40")
+    result, records = scale(tmp_path, "--frameworks", "torch", "--replicas", "2", "--hang-rank", "1", "--timeout", "15")
     assert result.returncode == 0, result.stderr[-3000:]
     hung = next(r for r in records if r["replicas"] == 2)
-    assert hung["status"] == "timeout" and 1 in hung["failed_ranks"] and "timed out after 40 s" in hung["error"]
+    assert hung["status"] == "timeout" and 1 in hung["failed_ranks"] and "timed out after 15 s" in hung["error"]
 
 
 def test_efficiency_is_throughput_over_replicas_times_the_one_replica_throughput():

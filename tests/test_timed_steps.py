@@ -14,10 +14,12 @@ weight update (2.3e-2, 0.68 and 1.5 from another draw of the same initial distri
 the draw), so a float32 comparison between frameworks can only be held to a multiple of that gap
 (FLOAT32_TOLERANCE, on ResNet-20 CIFAR), and the float64 comparisons are the proof.
 
-Each case runs in a process of its own: TensorFlow keeps what it allocates for the life of a process,
-and these cases together would hold over 5 GB in one.
+Each model's cases in one engine run in a process of their own, once, and each test reads its case from
+that process's answer: TensorFlow keeps what it allocates for the life of a process, and all the cases
+together would hold over 5 GB in one; a process per case paid the frameworks' start-up (10-14 s) 62 times.
 """
 
+import functools
 import json
 import subprocess
 import sys
@@ -26,12 +28,11 @@ from pathlib import Path
 import pytest
 
 from implementations import is_installed
-from tests.timed_steps_case import CASES, FLOAT32_TOLERANCE, PYTORCH_FP32_GAP, TOLERANCE
+from tests.timed_steps_case import CASES, DIRECTIONS, FLOAT32_TOLERANCE, PYTORCH_FP32_GAP, TOLERANCE, case_key
 
 pytest.importorskip("torch", reason="needs torch (extra: torch)")
 pytest.importorskip("tensorflow", reason="needs TensorFlow (extra: tensorflow)")
 ROOT = Path(__file__).resolve().parent.parent
-DIRECTIONS = ["torch->keras", "keras->torch"]
 # Keras on TensorFlow, and Keras on JAX where jax is installed (each case in its own process either way).
 ENGINES = [
     "keras-tensorflow",
@@ -47,6 +48,16 @@ def run_case(*args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@functools.cache
+def model_group(engine: str, model: str, size: int) -> dict:
+    """Every case of one model in one engine, from one process (tests.timed_steps_case.model_cases)."""
+    return run_case("group", engine, model, size)
+
+
+def case(model, size, mode, dtype, direction, engine) -> dict:
+    return model_group(engine, model, size)[case_key(mode, dtype, direction)]
+
+
 def worst(differences: dict) -> tuple[str, float]:
     name = max(differences, key=differences.get)
     return name, differences[name]
@@ -56,7 +67,7 @@ def worst(differences: dict) -> tuple[str, float]:
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("model,size", CASES)
 def test_the_timed_training_steps_give_the_same_updates_in_float64(model, size, direction, engine):
-    differences = run_case(model, size, "train", "float64", direction, engine)
+    differences = case(model, size, "train", "float64", direction, engine)
     name, value = worst(differences)
     assert value < TOLERANCE, f"{name}: {value:.2e}"
     assert any("running_var" in key for key in differences)  # BatchNorm statistics compared too
@@ -68,13 +79,13 @@ def test_the_timed_training_steps_give_the_same_updates_in_float64(model, size, 
 def test_the_timed_inference_steps_give_the_same_logits(model, size, dtype, direction, engine):
     """VGG-11-BN in float32: its 133M parameters in float64 in both frameworks would take most of the
     tests' memory, and inference logits are well-conditioned in float32 (1e-4, as the transfer tests)."""
-    name, value = worst(run_case(model, size, "infer", dtype, direction, engine))
+    name, value = worst(case(model, size, "infer", dtype, direction, engine))
     assert value < TOLERANCE, f"{name}: {value:.2e}"
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_the_timed_training_steps_agree_in_float32_within_the_stated_tolerance(engine):
-    name, value = worst(run_case("resnet20_cifar", 32, "train", "float32", "torch->keras", engine))
+    name, value = worst(case("resnet20_cifar", 32, "train", "float32", "torch->keras", engine))
     assert value < FLOAT32_TOLERANCE, f"{name}: {value:.2e}"
 
 

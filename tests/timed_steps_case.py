@@ -1,8 +1,12 @@
-"""One case of tests/test_timed_steps.py, run in a process of its own (TensorFlow keeps what it allocates
-for the life of a process, and Keras takes one backend per process):
-`python -m tests.timed_steps_case MODEL SIZE MODE DTYPE DIRECTION [ENGINE]` prints the relative
-differences as JSON; ENGINE is the Keras engine, keras-tensorflow (default) or keras-jax. The module
-docstring of the test explains the comparison.
+"""The cases of tests/test_timed_steps.py, run in processes of their own (TensorFlow keeps what it allocates
+for the life of a process, and Keras takes one backend per process).
+
+`python -m tests.timed_steps_case group ENGINE MODEL SIZE` runs every case of one model in one Keras engine
+(keras-tensorflow or keras-jax) in this process, one after the other, each from fresh models, and prints a
+JSON object of each case's relative differences, keyed by `case_key` (one process per model and engine: the
+frameworks' start-up is paid once for the model's cases, not once per case). `python -m tests.timed_steps_case
+MODEL SIZE MODE DTYPE DIRECTION [ENGINE]` runs one case; `gap [MODEL SIZE]` PyTorch's own float32 gap. The
+module docstring of the test explains the comparison.
 """
 
 import json
@@ -119,9 +123,44 @@ def pytorch_float32_gap(model: str = "resnet20_cifar", size: int = 32) -> float:
     return max(relative(updates["float64"][k], updates["float32"][k], FLOAT32_TOLERANCE) for k in updates["float64"])
 
 
+DIRECTIONS = ("torch->keras", "keras->torch")
+
+
+def case_key(mode: str, dtype: str, direction: str) -> str:
+    return f"{mode} {dtype} {direction}"
+
+
+def model_cases(model: str) -> list[tuple[str, str, str]]:
+    """Every (mode, dtype, direction) the test asks of one model: VGG-11-BN is compared in inference and
+    float32 only (its 133M parameters in float64 in both frameworks would take most of the tests' memory);
+    the CASES models train and infer in float64 both ways, and ResNet-20 CIFAR trains in float32 too."""
+    if model == "vgg11_bn":
+        return [("infer", "float32", direction) for direction in DIRECTIONS]
+    cases = [(mode, "float64", direction) for mode in ("train", "infer") for direction in DIRECTIONS]
+    return cases + ([("train", "float32", "torch->keras")] if model == "resnet20_cifar" else [])
+
+
+def run_group(engine: str, model: str, size: int) -> dict[str, dict[str, float]]:
+    import gc
+
+    import keras
+
+    results = {}
+    for mode, dtype, direction in model_cases(model):
+        compare = update_differences if mode == "train" else logit_differences
+        results[case_key(mode, dtype, direction)] = compare(model, size, dtype, direction, engine)
+        keras.backend.clear_session()  # the case's models go before the next case builds its own
+        gc.collect()
+    return results
+
+
 def main(argv: list[str]) -> int:
     if argv[0] == "gap":  # gap [MODEL SIZE]
         print(json.dumps({"gap": pytorch_float32_gap(*([argv[1], int(argv[2])] if len(argv) > 2 else []))}))
+        return 0
+    if argv[0] == "group":  # group ENGINE MODEL SIZE
+        get_backend(argv[1])  # first: it picks Keras's backend for this process
+        print(json.dumps(run_group(argv[1], argv[2], int(argv[3]))))
         return 0
     model, size, mode, dtype, direction = argv[0], int(argv[1]), argv[2], argv[3], argv[4]
     engine = argv[5] if len(argv) > 5 else "keras-tensorflow"
