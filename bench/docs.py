@@ -211,6 +211,18 @@ def findings_table(sources: Sources, run: str, top: str = "6") -> str:
     return "\n".join(rows)
 
 
+@figure("categories-add-up")
+def categories_add_up(sources: Sources, run: str) -> str:
+    """In how many of a run's profiled findings the operator categories' differences add up to the measured
+    gap within findings.GAP_TOLERANCE: '2 of 11'."""
+    from .findings import findings
+
+    found = findings(sources.run(run))
+    if not found.profiled:
+        raise FigureError(f"results/runs/{run} has no finding with operator categories")
+    return f"{found.adding_up} of {found.profiled}"
+
+
 @figure("machine")
 def machine_of(sources: Sources, run: str) -> str:
     """The machine a run was made on: 'Intel(R) Xeon(R) Processor, 2 cores' (a GPU's name where it ran on one)."""

@@ -150,3 +150,21 @@ def test_a_block_figure_keeps_its_indentation_and_an_inline_one_its_place(tmp_pa
     assert [q.stale for q in quotes] == [True, True]
     again, quotes = render(new, Sources(ROOT))
     assert again == new and not any(q.stale for q in quotes)
+
+
+def test_the_categories_figure_counts_the_findings_that_add_up():
+    """'N of M': findings whose operator categories add up to the gap, of those profiled on both sides, as the
+    run's own findings line says; a run without categories has no such figure."""
+    from bench.docs import FigureError, categories_add_up
+    from bench.findings import findings
+
+    sources = Sources(ROOT)
+    run = "20261202-033537-cpu-cpu-default"
+    found = findings(sources.run(run))
+    assert categories_add_up(sources, run) == f"{found.adding_up} of {found.profiled}"
+    assert 0 < found.profiled <= len(found.decided)
+    assert f"in {found.adding_up} of {found.profiled} profiled findings" in (
+        ROOT / f"results/runs/{run}/report.md"
+    ).read_text()
+    with pytest.raises(FigureError):
+        categories_add_up(sources, R1)  # made before the explain pass

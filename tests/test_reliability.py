@@ -697,7 +697,10 @@ def test_gradient_flow_on_a_full_disk_exits_1_whole_files_only_and_runs_again_th
         assert main([*argv, "--out", str(out)]) == 0  # the folder is not taken by the study that failed
         report = (out / "gradient_flow.md").read_text()
         assert "stopped for the test" in report and report.rstrip().endswith("No engine produced figures.")
-        assert all("stopped for the test" in r["error"] for r in json.loads((out / "gradient_flow.json").read_text())["results"])
+        assert all(
+            "stopped for the test" in r["error"]
+            for r in json.loads((out / "gradient_flow.json").read_text())["results"]
+        )
         capsys.readouterr()
 
 
