@@ -2,7 +2,7 @@
 
 On the default CPU cells TensorFlow kept 1.1-1.4 of 2 cores busy against PyTorch's 1.9-2.0. Its intra-op pool
 already has every core; the inter-op pool (independent ops run at once: a residual block's shortcut beside its
-main path) is set to 1 by the harness. This runs each default cell in two TensorFlow workers of the harness, one
+main path) was set to 1 by the harness until this measured it (it is all cores now). This runs each default cell in two TensorFlow workers of the harness, one
 with inter-op 1 and one with an inter-op pool of all cores, prepared alike and timed in alternating windows
 (the cells' own order, timing.alternating), and gives the paired ratio with its 95% interval per cell, and the
 cores each kept busy. The harness's default (Settings.tf_inter_op_threads) follows what this measured.

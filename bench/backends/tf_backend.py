@@ -38,7 +38,7 @@ class TensorFlowBackend:
     def setup_process(self, settings: Settings) -> dict:
         threads = settings.resolved_threads()
         # TensorFlow ignores OMP_NUM_THREADS: set its pools explicitly, as PyTorch's are.
-        inter_op = settings.tf_inter_op_threads or os.cpu_count() or 1
+        inter_op = settings.tf_inter_op_threads or threads
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         gpus = tf.config.list_physical_devices("GPU")

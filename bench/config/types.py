@@ -67,9 +67,10 @@ class Settings:
     tf32: bool = True
     torch_compile_mode: str = "default"
     timeout_s: float = 600.0
-    # TensorFlow's inter-op pool (0: all cores). 1 is the default: `python -m bench.tf_threads` measured it
-    # against all cores on the default CPU cells (results/tf-threads/).
-    tf_inter_op_threads: int = 1
+    # TensorFlow's inter-op pool (0: as many threads as the intra-op pool, `threads`). 0 is the default:
+    # `python -m bench.tf_threads` measured it against 1 on the default CPU cells in paired workers
+    # (results/tf-threads/20261202-cpu, 2-core Xeon): faster in 6 of 16 cells (training, 1.20-1.48x), slower in none.
+    tf_inter_op_threads: int = 0
     # A short profiled pass after each cell's windows (untimed) gives each record its operator categories: the
     # report's findings explain a gap by them. Off: no pass.
     explain: bool = True
