@@ -223,6 +223,21 @@ def categories_add_up(sources: Sources, run: str) -> str:
     return f"{found.adding_up} of {found.profiled}"
 
 
+@figure("suite")
+def suite(sources: Sources, log: str) -> str:
+    """The test suite's size and time from a committed log of `tox -e py` (results/tests/LOG):
+    '587 tests (1 skipped) in 23 min 22 s on Intel(R) Xeon(R) Processor, 2 cores'."""
+    text = sources.text(f"results/tests/{log}")
+    summary = re.search(r"=+ (\d+) passed(?:, (\d+) skipped)? in ([\d.]+)s", text)
+    machine = re.search(r"^# .*?\), (.+), (\d+) cores,", text, re.MULTILINE)
+    if summary is None or machine is None or re.search(r"\d+ (failed|error)", text):
+        raise FigureError(f"results/tests/{log} holds no passing pytest summary with its machine")
+    passed, skipped, seconds = int(summary[1]), int(summary[2] or 0), float(summary[3])
+    return (
+        f"{passed + skipped} tests ({skipped} skipped) in {duration(seconds)} on {machine[1]}, {machine[2]} cores"
+    )
+
+
 @figure("machine")
 def machine_of(sources: Sources, run: str) -> str:
     """The machine a run was made on: 'Intel(R) Xeon(R) Processor, 2 cores' (a GPU's name where it ran on one)."""

@@ -168,3 +168,15 @@ def test_the_categories_figure_counts_the_findings_that_add_up():
     ).read_text()
     with pytest.raises(FigureError):
         categories_add_up(sources, R1)  # made before the explain pass
+
+
+def test_the_suite_figure_reads_a_passing_log_and_refuses_a_failing_one(tmp_path):
+    from bench.docs import FigureError, suite
+
+    (tmp_path / "results" / "tests").mkdir(parents=True)
+    head = "# tox -e py on a clean clone of abc1234 (bash .ci/run), Some CPU, 2 cores, 2026-12-02\n"
+    (tmp_path / "results/tests/ok.txt").write_text(head + "=== 10 passed, 2 skipped in 75.50s (0:01:15) ===\n")
+    (tmp_path / "results/tests/bad.txt").write_text(head + "=== 1 failed, 9 passed in 75.50s (0:01:15) ===\n")
+    assert suite(Sources(tmp_path), "ok.txt") == "12 tests (2 skipped) in 1 min 16 s on Some CPU, 2 cores"
+    with pytest.raises(FigureError):
+        suite(Sources(tmp_path), "bad.txt")
