@@ -233,9 +233,7 @@ def suite(sources: Sources, log: str) -> str:
     if summary is None or machine is None or re.search(r"\d+ (failed|error)", text):
         raise FigureError(f"results/tests/{log} holds no passing pytest summary with its machine")
     passed, skipped, seconds = int(summary[1]), int(summary[2] or 0), float(summary[3])
-    return (
-        f"{passed + skipped} tests ({skipped} skipped) in {duration(seconds)} on {machine[1]}, {machine[2]} cores"
-    )
+    return f"{passed + skipped} tests ({skipped} skipped) in {duration(seconds)} on {machine[1]}, {machine[2]} cores"
 
 
 @figure("machine")

@@ -163,9 +163,10 @@ def test_the_categories_figure_counts_the_findings_that_add_up():
     found = findings(sources.run(run))
     assert categories_add_up(sources, run) == f"{found.adding_up} of {found.profiled}"
     assert 0 < found.profiled <= len(found.decided)
-    assert f"in {found.adding_up} of {found.profiled} profiled findings" in (
-        ROOT / f"results/runs/{run}/report.md"
-    ).read_text()
+    assert (
+        f"in {found.adding_up} of {found.profiled} profiled findings"
+        in (ROOT / f"results/runs/{run}/report.md").read_text()
+    )
     with pytest.raises(FigureError):
         categories_add_up(sources, R1)  # made before the explain pass
 
