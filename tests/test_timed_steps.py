@@ -33,7 +33,7 @@ from tests.timed_steps_case import CASES, DIRECTIONS, FLOAT32_TOLERANCE, PYTORCH
 pytest.importorskip("torch", reason="needs torch (extra: torch)")
 pytest.importorskip("tensorflow", reason="needs TensorFlow (extra: tensorflow)")
 ROOT = Path(__file__).resolve().parent.parent
-# Keras on TensorFlow, and Keras on JAX where jax is installed (each case in its own process either way).
+# Keras on TensorFlow, and Keras on JAX where jax is installed (each engine's cases in processes of their own).
 ENGINES = [
     "keras-tensorflow",
     pytest.param("keras-jax", marks=pytest.mark.skipif(not is_installed("keras-jax"), reason="jax is not installed")),

@@ -140,6 +140,11 @@ def model_cases(model: str) -> list[tuple[str, str, str]]:
     return cases + ([("train", "float32", "torch->keras")] if model == "resnet20_cifar" else [])
 
 
+def run_one(model: str, size: int, mode: str, dtype: str, direction: str, engine: str) -> dict[str, float]:
+    compare = update_differences if mode == "train" else logit_differences
+    return compare(model, size, dtype, direction, engine)
+
+
 def run_group(engine: str, model: str, size: int) -> dict[str, dict[str, float]]:
     import gc
 
@@ -147,8 +152,7 @@ def run_group(engine: str, model: str, size: int) -> dict[str, dict[str, float]]
 
     results = {}
     for mode, dtype, direction in model_cases(model):
-        compare = update_differences if mode == "train" else logit_differences
-        results[case_key(mode, dtype, direction)] = compare(model, size, dtype, direction, engine)
+        results[case_key(mode, dtype, direction)] = run_one(model, size, mode, dtype, direction, engine)
         keras.backend.clear_session()  # the case's models go before the next case builds its own
         gc.collect()
     return results
@@ -164,8 +168,7 @@ def main(argv: list[str]) -> int:
         return 0
     model, size, mode, dtype, direction = argv[0], int(argv[1]), argv[2], argv[3], argv[4]
     engine = argv[5] if len(argv) > 5 else "keras-tensorflow"
-    compare = update_differences if mode == "train" else logit_differences
-    print(json.dumps(compare(model, size, dtype, direction, engine)))
+    print(json.dumps(run_one(model, size, mode, dtype, direction, engine)))
     return 0
 
 
