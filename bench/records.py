@@ -88,9 +88,13 @@ class Record:
     warmup_steady: bool | None = None
     window_rule: str | None = None
     layout_trial: dict | None = None  # PyTorch layout auto: both formats' rates and the verdict
-    # The explain pass after the windows (untimed): seconds per step by operator category, and what it cost.
+    # The explain pass after the windows (untimed): seconds per step by operator category (with "outside
+    # operators", the unprofiled step's time that no operator accounts for), what the pass cost, and its mean
+    # step time without and under the profiler.
     op_categories: dict | None = None
     explain_s: float | None = None
+    explain_step_s: float | None = None
+    profiled_step_s: float | None = None
     unavailable: dict = field(default_factory=dict)  # field name -> why it was not measured
     env: dict = field(default_factory=dict)  # where and how it ran: host, framework versions, settings
     schema_version: int = SCHEMA_VERSION

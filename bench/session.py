@@ -14,12 +14,17 @@ from . import stats, timing
 from .backends import Backend, Prepared
 from .config import Config, Settings
 from .monitors import NvmlSampler, ProcessMemory, peak_flops
+from .profiling.categories import OUTSIDE_OPERATORS
 from .records import Record, make_record
 
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
 LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
 LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
-EXPLAIN_STEPS = 3  # steps under the profiler in the explain pass
+EXPLAIN_STEPS = (3, 12)  # steps in each half of the explain pass (unprofiled, then profiled): at least / at most
+EXPLAIN_HALF_S = 0.25  # each half runs about this long within those bounds: a short step's mean needs more steps
+# Steps first, untimed, for about this long (at least one): a worker that waited while the other engine ran is cold,
+# and its first CIFAR ResNet steps after the wait ran 1.3-2x slow on our CPU.
+EXPLAIN_SETTLE_S = 0.1
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -181,16 +186,34 @@ class Session:
         return self.config.device == "cpu" and self.ready.synchronous
 
     def explain(self) -> dict:
-        """The explain pass: EXPLAIN_STEPS steps under the framework's profiler, after the windows and outside
-        them (nothing here is in a timed figure); its categories and what it cost in wall time."""
+        """The explain pass, after the windows and outside them (nothing here is in a timed figure): settling
+        steps, then steps unprofiled, their mean the step time the categories must add up to; then as many steps under the
+        framework's profiler, each operator's share of the wall time per category. "outside operators" is the
+        unprofiled step less the operators' time: the framework's own work between them, and idle (negative
+        where the profiler lengthens the operators by more than that)."""
         started = time.perf_counter()
+        low, high = EXPLAIN_STEPS
+        timed = sorted(w.seconds / self.steps_per_window for w in self.windows) if self.steps_per_window else []
+        step_s = timed[len(timed) // 2] if timed else EXPLAIN_HALF_S / low
+        steps = max(low, min(high, round(EXPLAIN_HALF_S / step_s)))
         try:
-            found = self.backend.operator_categories(self.ready, self.config, EXPLAIN_STEPS)
+            for _ in range(max(1, min(high, round(EXPLAIN_SETTLE_S / step_s)))):  # untimed: see EXPLAIN_SETTLE_S
+                self.ready.step()
+                self.ready.sync()
+            begun = time.perf_counter()
+            for _ in range(steps):
+                self.ready.step()
+                self.ready.sync()
+            unprofiled = (time.perf_counter() - begun) / steps
+            found = self.backend.operator_categories(self.ready, self.config, steps)
         except Exception as error:  # the pass explains; it never costs a measured record
             found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}
         cost = time.perf_counter() - started
         if "categories" in found:
-            return {"op_categories": found["categories"], "explain_s": cost}
+            categories = dict(found["categories"])
+            categories[OUTSIDE_OPERATORS] = unprofiled - sum(categories.values())
+            return {"op_categories": categories, "explain_s": cost, "explain_step_s": unprofiled,
+                    "profiled_step_s": found.get("profiled_step_s")}  # fmt: skip
         self.unavailable_notes["op_categories"] = found.get("categories_unavailable", "no categories")
         return {"explain_s": cost}
 

@@ -12,6 +12,7 @@ from bench.studies.train_data import Batches, DataError, epoch_order, load_cifar
 from bench.studies.train_report import (
     agreement,
     compare_depths,
+    mean_agreement,
     spread,
     steady_throughput,
     time_to_accuracy,
@@ -122,6 +123,11 @@ def test_agreement_and_verdicts_follow_from_the_figures():
     assert result["spread_there"] == pytest.approx(0.2) and result["within"]
     far = [_run(0, [0.3, 0.5]), _run(1, [0.7, 0.3]), _run(2, [0.9, 0.4])]
     assert not agreement(reference, far, "train_loss")["within"]  # 0.5 at epoch 1 against a spread of 0.2
+    # The mean curves: far's seed 0 is 0.5 off, its mean (0.633) 0.167 below the reference's (0.8): within 0.2.
+    means = mean_agreement(reference, far, "train_loss")
+    assert means["max_deviation"] == pytest.approx(0.8 - (0.3 + 0.7 + 0.9) / 3) and means["within"]
+    shifted = [_run(s, [e + 0.25 for e in errors]) for s, errors in ((0, [0.8, 0.5]), (1, [0.7, 0.3]), (2, [0.9, 0.4]))]
+    assert not mean_agreement(reference, shifted, "train_loss")["within"]  # every run 0.25 off: beyond 0.2
     assert compare_depths([0.1, 0.2], [0.3, 0.4]) == "worse"
     assert compare_depths([0.3, 0.4], [0.1, 0.2]) == "better"
     assert compare_depths([0.1, 0.3], [0.2, 0.4]) == "within the seed spread"

@@ -77,8 +77,10 @@ class Backend(Protocol):
         ...
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
-        """Time per operator category of the prepared step under the framework's profiler, `steps` steps:
-        {"categories": seconds per step by category, "profiled_steps"} or {"categories_unavailable": why}."""
+        """Time per operator category of the prepared step under the framework's profiler, `steps` steps (the
+        caller has run it warm): {"categories": seconds per step by category, each moment of wall time shared among
+        the operators running in it, "profiled_steps", "profiled_step_s": the mean step under the profiler} or
+        {"categories_unavailable": why}."""
         ...
 
     def reset_peak_memory(self, config: Config) -> None: ...

@@ -80,7 +80,8 @@ class FakeBackend:
             prepared.step()
         per_step = (clock.perf_counter() - started) / steps
         shares = self.behaviour.get("categories", {}).get(config.framework, {"other": 1.0})
-        return {"categories": {name: share * per_step for name, share in shares.items()}, "profiled_steps": steps}
+        return {"categories": {name: share * per_step for name, share in shares.items()}, "profiled_steps": steps,
+                "profiled_step_s": per_step}  # fmt: skip
 
     def drop_other(self, config: Config, settings: Settings) -> None:
         pass

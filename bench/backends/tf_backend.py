@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -212,7 +213,8 @@ class TensorFlowBackend:
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
         """The prepared step's time per operator category over `steps` steps under TensorFlow's profiler, read
-        with xprof (one step first, unprofiled); a TensorFlow op takes the category of its Keras layer's op."""
+        with xprof, and their mean wall time under it (the caller has run the step warm before); a TensorFlow op
+        takes the category of its Keras layer's op."""
         import tempfile
         from pathlib import Path
 
@@ -223,18 +225,18 @@ class TensorFlowBackend:
         from ..profiling.xplane import categories_from_trace
 
         layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
-        prepared.step()
-        prepared.sync()
         with tempfile.TemporaryDirectory(prefix="cnn-bench-explain-") as logdir:
             tf.profiler.experimental.start(logdir)
             try:
+                started = time.perf_counter()
                 for number in range(steps):
                     with tf.profiler.experimental.Trace("step", step_num=number, _r=1):
                         prepared.step()
                         prepared.sync()
+                wall = (time.perf_counter() - started) / steps
             finally:
                 tf.profiler.experimental.stop()
-            return categories_from_trace(Path(logdir), layer_ops, steps)
+            return {**categories_from_trace(Path(logdir), layer_ops, steps), "profiled_step_s": wall}
 
     def reset_peak_memory(self, config: Config) -> None:
         if config.device == "cuda":

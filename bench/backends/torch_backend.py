@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+import time
 from typing import Any
 
 import torch
@@ -267,19 +268,19 @@ class TorchBackend:
         return prepared
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
-        """The prepared step's time per operator category over `steps` steps under torch.profiler (one
-        step first, unprofiled, so the profiler's own start-up is not in them)."""
+        """The prepared step's time per operator category over `steps` steps under torch.profiler, and their mean
+        wall time under it (the caller has run the step warm before)."""
         from torch.profiler import ProfilerActivity, profile
 
-        prepared.step()
-        prepared.sync()
         cuda = config.device == "cuda"
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=activities) as prof:
+            started = time.perf_counter()
             for _ in range(steps):
                 prepared.step()
                 prepared.sync()
-        return {"categories": operator_seconds(prof, cuda, steps), "profiled_steps": steps}
+            wall = (time.perf_counter() - started) / steps
+        return {"categories": operator_seconds(prof, cuda, steps), "profiled_steps": steps, "profiled_step_s": wall}
 
     def reset_peak_memory(self, config: Config) -> None:
         if config.device == "cuda":

@@ -29,6 +29,8 @@ CONVOLUTION, BATCH_NORM, ACTIVATION, POOLING = "convolution", "batch norm", "act
 LINEAR_CATEGORY, ADD_CATEGORY, OPTIMIZER, DATA_MOVEMENT, OTHER = (
     "linear", "add (shortcut)", "optimizer", "data movement", "other",
 )  # fmt: skip
+# The explain pass's residual: its unprofiled step less the operators' time (not a profiler category).
+OUTSIDE_OPERATORS = "outside operators"
 CATEGORIES = (CONVOLUTION, BATCH_NORM, ACTIVATION, POOLING, LINEAR_CATEGORY, ADD_CATEGORY, OPTIMIZER,
               DATA_MOVEMENT, OTHER)  # fmt: skip
 

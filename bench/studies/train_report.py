@@ -112,6 +112,34 @@ def agreement(reference: list[dict], other: list[dict], key: str) -> dict | None
             "per_epoch": rows}  # fmt: skip
 
 
+def mean_agreement(reference: list[dict], other: list[dict], key: str) -> dict | None:
+    """Engine `other`'s mean curve over its seeds against the reference's, on the seeds both ran: the largest
+    |difference| of the means of `key` at any epoch, beside the reference's seed-to-seed spread (max - min) at
+    that epoch; within when it stayed inside the spread at every epoch. Run for run (`agreement`) asks more: that
+    one float32 trajectory follows another, which rounding alone can break in a chaotic run."""
+    seeds = {r["seed"] for r in other}
+    pairs = [r for r in reference if r["seed"] in seeds]
+    others = [r for r in other if r["seed"] in {p["seed"] for p in pairs}]
+    if not pairs or not others:
+        return None
+    epochs = min(len(r["epochs"]) for r in pairs + others)
+    rows = []
+    for e in range(epochs):
+        values = [r["epochs"][e][key] for r in pairs]
+        theirs = [r["epochs"][e][key] for r in others]
+        if any(v is None for v in values + theirs):
+            return None
+        deviation = abs(sum(theirs) / len(theirs) - sum(values) / len(values))
+        rows.append({"epoch": e + 1, "deviation": deviation, "spread": max(values) - min(values)})
+    if not rows:
+        return None
+    worst = max(rows, key=lambda row: row["deviation"])
+    ratio = max(row["deviation"] / row["spread"] if row["spread"] > 0 else math.inf for row in rows)
+    return {"max_deviation": worst["deviation"], "epoch": worst["epoch"], "spread_there": worst["spread"],
+            "worst_ratio": ratio, "within": all(row["deviation"] <= row["spread"] for row in rows),
+            "seeds": len(pairs), "per_epoch": rows}  # fmt: skip
+
+
 def same_inputs(reference: list[dict], other: list[dict]) -> dict:
     """Did both engines start each seed from the same weights and take the same batches in the same order?"""
     by_seed = {r["seed"]: r for r in other}
@@ -394,32 +422,51 @@ def render(data: dict) -> str:
 
     # agreement
     lines += [f"## The same training in every engine (against {ref_engine})", "",
-              "Per network, run for run on the same seeds: the largest |difference| of the epoch's mean training "
-              "loss (and of the held-out error) at any epoch, beside the seed-to-seed spread (max - min over "
-              f"{ref_engine}'s seeds) at that epoch; \"within\" when the difference stayed inside the spread at "
-              "every epoch. With --float64-reference, the control row is PyTorch itself in float64 on the first "
-              "seed: how far float32 rounding alone moves a run.", ""]  # fmt: skip
+              "Per network, on the same seeds, initial weights and batches. Mean curve: the largest |difference| "
+              "between the engines' mean training loss over the seeds (and mean held-out error) at any epoch, beside "
+              f"the seed-to-seed spread (max - min over {ref_engine}'s seeds) at that epoch. Run for run: the "
+              "largest |difference| between two runs of the same seed, a stricter test (one float32 trajectory "
+              "following another, which rounding alone can break in a chaotic run). \"within\" when the "
+              "difference stayed inside the spread at every epoch. With --float64-reference, the control row is "
+              "PyTorch itself in float64 on the first seed: how far float32 rounding alone moves a run.", ""]  # fmt: skip
     rows = []
+    counts = {"mean": 0, "run": 0, "networks": 0}
     compared = [(name, res.get("runs", [])) for name, res in results.items() if name != ref_engine]
     if reference.get("float64_runs"):  # the control: the reference engine against itself in float64
         compared.append((f"{ref_engine} float64 (control)", reference["float64_runs"]))
+
+    def versus(found: dict | None, percent: bool = False) -> str:
+        if found is None:
+            return "—"
+        show = pct if percent else (lambda v: f"{v:.3g}")
+        within = "yes" if found["within"] else f"no ({found['worst_ratio']:.2g}x)"
+        return f"{show(found['max_deviation'])} (epoch {found['epoch']}) vs {show(found['spread_there'])}: {within}"
+
     for name, runs in compared:
         grouped = runs_by_model({"runs": runs})
         for model in models:
             if not grouped.get(model) or not ref_runs.get(model):
                 continue
+            mean_loss = mean_agreement(ref_runs[model], grouped[model], "train_loss")
+            mean_held = mean_agreement(ref_runs[model], grouped[model], "held_error")
             loss = agreement(ref_runs[model], grouped[model], "train_loss")
             held = agreement(ref_runs[model], grouped[model], "held_error")
             same = same_inputs(ref_runs[model], grouped[model])
-            rows.append([label(model), name,
-                         "—" if loss is None else f"{loss['max_deviation']:.3g} (epoch {loss['epoch']}) vs {loss['spread_there']:.3g}",
-                         "—" if loss is None else ("yes" if loss["within"] else f"no (worst {loss['worst_ratio']:.2g}x the spread)"),
-                         "—" if held is None else f"{pct(held['max_deviation'])} vs {pct(held['spread_there'])}",
-                         "—" if held is None else ("yes" if held["within"] else f"no (worst {held['worst_ratio']:.2g}x)"),
-                         "yes" if same["initial_weights"] else "NO", "yes" if same["batches"] else "NO"])  # fmt: skip
+            if "control" not in name:
+                counts["networks"] += 1
+                counts["mean"] += bool(mean_loss and mean_loss["within"] and mean_held and mean_held["within"])
+                counts["run"] += bool(loss and loss["within"] and held and held["within"])
+            rows.append([label(model), name, versus(mean_loss), versus(mean_held, True), versus(loss),
+                         versus(held, True), "yes" if same["initial_weights"] else "NO",
+                         "yes" if same["batches"] else "NO"])  # fmt: skip
     if rows:
-        lines += [table(["network", "engine", "max |Δ training loss| vs spread", "within", "max |Δ held-out error| "
-                         "vs spread", "within", "same initial weights", "same batches"], rows), ""]  # fmt: skip
+        lines += [table(["network", "engine", "mean curve: max |Δ training loss| vs spread",
+                         "mean curve: max |Δ held-out error| vs spread", "run for run: |Δ training loss|",
+                         "run for run: |Δ held-out error|", "same initial weights", "same batches"], rows), ""]  # fmt: skip
+        if counts["networks"]:
+            lines += [f"Mean curves within the seed spread (training loss and held-out error, every epoch): "
+                      f"{counts['mean']} of {counts['networks']} network-engine pairs; run for run: {counts['run']} of "
+                      f"{counts['networks']}.", ""]  # fmt: skip
     else:
         lines += ["Only one engine ran: no comparison.", ""]
     return "\n".join(lines)
