@@ -223,6 +223,28 @@ def categories_add_up(sources: Sources, run: str) -> str:
     return f"{found.adding_up} of {found.profiled}"
 
 
+@figure("categories-inside-interval")
+def categories_inside_interval(sources: Sources, run: str) -> str:
+    """In how many more of a run's profiled findings the categories' differences miss the gap by more than
+    findings.GAP_TOLERANCE but fall inside the gap's own 95% interval: '4'."""
+    from .findings import findings
+
+    found = findings(sources.run(run))
+    if not found.profiled:
+        raise FigureError(f"results/runs/{run} has no finding with operator categories")
+    return str(found.inside_interval)
+
+
+@figure("explain-share")
+def explain_share(sources: Sources, run: str) -> str:
+    """The explain passes' share of a run's wall time, from its records and env.json ('9.5%')."""
+    env = sources.json(f"results/runs/{run}/env.json")
+    spent = sum(r.explain_s or 0.0 for r in sources.run(run))
+    if env.get("wall_s") is None or not spent:
+        raise FigureError(f"results/runs/{run} records no explain pass or no wall_s")
+    return f"{spent / env['wall_s']:.1%}"
+
+
 @figure("suite")
 def suite(sources: Sources, log: str) -> str:
     """The test suite's size and time from a committed log of `tox -e py` (results/tests/LOG):

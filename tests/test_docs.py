@@ -171,6 +171,24 @@ def test_the_categories_figure_counts_the_findings_that_add_up():
         categories_add_up(sources, R1)  # made before the explain pass
 
 
+def test_the_interval_figure_counts_the_findings_inside_the_gaps_own_interval():
+    from bench.docs import FigureError, categories_inside_interval
+    from bench.findings import findings
+
+    sources = Sources(ROOT)
+    run = "20261202-060804-cpu-cpu-default"  # made with the shared-wall-time explain pass
+    found = findings(sources.run(run))
+    inside = [f for f in found.decided if f.inside_interval]
+    assert categories_inside_interval(sources, run) == str(len(inside)) and inside
+    assert all(not f.adds_up and "inside the gap's 95% interval" in f.evidence[-1] for f in inside)
+    assert (
+        f"in {len(inside)} more, inside the gap's own 95% interval"
+        in (ROOT / f"results/runs/{run}/report.md").read_text()
+    )
+    with pytest.raises(FigureError):
+        categories_inside_interval(sources, R1)
+
+
 def test_the_suite_figure_reads_a_passing_log_and_refuses_a_failing_one(tmp_path):
     from bench.docs import FigureError, suite
 
