@@ -798,6 +798,24 @@ def _flow_number(value: float) -> str:
     return "diverged (NaN)" if value != value else _sig(value)
 
 
+@figure("training-wall")
+def training_wall(sources: Sources, study: str) -> str:
+    """A training study's wall time from its training.json ('11 min 58 s')."""
+    data = sources.json(f"results/training/{study}/training.json")
+    if data.get("wall_s") is None:
+        raise FigureError(f"results/training/{study}/training.json records no wall_s")
+    return duration(data["wall_s"])
+
+
+@figure("training-machine")
+def training_machine(sources: Sources, study: str) -> str:
+    """The CPU a training study ran on, from its training.json: 'Intel(R) Xeon(R) Processor, 2 cores'."""
+    env = sources.json(f"results/training/{study}/training.json").get("env", {})
+    if not env.get("cpu_model"):
+        raise FigureError(f"results/training/{study}/training.json records no CPU")
+    return f"{env['cpu_model']}, {env.get('cpu_cores')} cores"
+
+
 @figure("quote")
 def quote(sources: Sources, path: str, first: str, count: str = "1") -> str:
     """`count` lines of a committed Markdown file, from the first line that starts with `first` (underscores in

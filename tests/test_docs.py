@@ -199,3 +199,17 @@ def test_the_suite_figure_reads_a_passing_log_and_refuses_a_failing_one(tmp_path
     assert suite(Sources(tmp_path), "ok.txt") == "12 tests (2 skipped) in 1 min 16 s on Some CPU, 2 cores"
     with pytest.raises(FigureError):
         suite(Sources(tmp_path), "bad.txt")
+
+
+def test_the_two_committed_training_studies_hold_the_same_curves_as_the_docs_say():
+    """docs/studies.md: the study re-made on a quiet machine gave the same curves to the last digit."""
+    import json
+
+    def epochs(study):
+        data = json.loads((ROOT / f"results/training/{study}/training.json").read_text())
+        return {(r["engine"], run["model"], run["seed"], e["epoch"]): (e["train_loss"], e["train_error"], e["held_error"])
+                for r in data["results"] for run in r["runs"] for e in run["epochs"]}  # fmt: skip
+
+    first, again = epochs("20261201-235540-digits"), epochs("20261202-063032-digits")
+    assert first == again and len(first) == 72
+    assert "gave the\nsame curves to the last digit" in (ROOT / "docs/studies.md").read_text()
