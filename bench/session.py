@@ -22,9 +22,6 @@ LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interva
 LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
 EXPLAIN_STEPS = (3, 12)  # steps in each half of the explain pass (unprofiled, then profiled): at least / at most
 EXPLAIN_HALF_S = 0.25  # each half runs about this long within those bounds: a short step's mean needs more steps
-# Steps first, untimed, for about this long (at least one): a worker that waited while the other engine ran is cold,
-# and its first CIFAR ResNet steps after the wait ran 1.3-2x slow on our CPU.
-EXPLAIN_SETTLE_S = 0.1
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -65,6 +62,7 @@ class Session:
     sampler: NvmlSampler | None = None
     steps_per_window: int = 0
     windows_planned: int = 0
+    step_estimate_s: float = 0.0  # the warm-up's (or layout trial's) step time: sizes the windows and their settling
     unavailable_notes: dict = field(default_factory=dict)  # field -> why, added to the record's `unavailable`
 
     @property
@@ -114,6 +112,7 @@ class Session:
             step_s, config.device, settings.min_window_s, settings.windows, settings.max_window_steps
         )
         self.steps_per_window, self.windows_planned = plan.steps, plan.windows
+        self.step_estimate_s = step_s
         self.measured["window_rule"] = plan.rule
         self.sampler = _nvml_sampler(self.ready.device_uuid) if config.device == "cuda" else None
         if self.sampler:
@@ -173,6 +172,11 @@ class Session:
     def window(self, discard: bool = False) -> dict:
         """One timed window; a discarded one (settling the cell before its first pair) is not kept."""
         per_step = self._per_step_marks()
+        settle = timing.settle_steps(self.step_estimate_s)
+        if settle:
+            for _ in range(settle):  # untimed: see timing.SETTLE_S
+                self.ready.step()
+            self.ready.sync()
         cpu_start = time.process_time()
         result = timing.window(self.ready.step, self.ready.sync, self.steps_per_window, per_step)
         if not discard:
@@ -197,7 +201,7 @@ class Session:
         step_s = timed[len(timed) // 2] if timed else EXPLAIN_HALF_S / low
         steps = max(low, min(high, round(EXPLAIN_HALF_S / step_s)))
         try:
-            for _ in range(max(1, min(high, round(EXPLAIN_SETTLE_S / step_s)))):  # untimed: see EXPLAIN_SETTLE_S
+            for _ in range(max(1, timing.settle_steps(step_s))):  # untimed: see timing.SETTLE_S
                 self.ready.step()
                 self.ready.sync()
             begun = time.perf_counter()

@@ -282,3 +282,11 @@ def test_a_difference_inside_the_margin_is_not_called():
     assert slower.words() == "1.09x slower [0.90-0.98]: not called (interval not beyond the 5% margin)"
     assert stats.paired_ratio(base, [x * 1.05 for x in slightly], margin=0.05).decided  # [1.07-1.09]
     assert tables.NOISE_MARGIN == 0.05
+
+
+def test_a_window_settles_for_about_a_tenth_of_a_second_before_its_clock():
+    from bench.timing import SETTLE_MAX_STEPS, SETTLE_S, settle_steps
+
+    assert settle_steps(0.004) == round(SETTLE_S / 0.004) == 25  # a CIFAR ResNet inference step
+    assert settle_steps(0.06) == 2 and settle_steps(0.3) == 0  # a VGG training step: none
+    assert settle_steps(1e-6) == SETTLE_MAX_STEPS
