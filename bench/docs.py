@@ -245,6 +245,41 @@ def explain_share(sources: Sources, run: str) -> str:
     return f"{spent / env['wall_s']:.1%}"
 
 
+def _window_starts(sources: Sources, run: str, models: str) -> list[tuple[float, float]]:
+    """Per record of `models` (a glob) with at least 5 steps per window: the median over its windows of the first
+    step's time over the record's median step, and the first five steps' time beyond five median steps as a
+    share of the windows' time."""
+    import fnmatch
+    import statistics
+
+    found = []
+    for record in sources.run(run):
+        n, steps = record.steps_per_window or 0, record.step_seconds
+        if not record.ok or n < 5 or not steps or not fnmatch.fnmatch(record.model, models):
+            continue
+        median, count = statistics.median(steps), len(steps) // n
+        first = statistics.median(steps[i * n] for i in range(count)) / median
+        excess = sum(sum(steps[i * n : i * n + 5]) - 5 * median for i in range(count)) / sum(steps)
+        found.append((first, excess))
+    if not found:
+        raise FigureError(f"results/runs/{run} has no record of {models} with 5 or more steps per window")
+    return found
+
+
+@figure("window-first-step")
+def window_first_step(sources: Sources, run: str, models: str = "*") -> str:
+    """How slow a window's first step is against the median step, across a run's records: '1.10-4.12x'."""
+    firsts = [f for f, _ in _window_starts(sources, run, models)]
+    return f"{min(firsts):.2f}-{max(firsts):.2f}x"
+
+
+@figure("window-first-five")
+def window_first_five(sources: Sources, run: str, models: str = "*") -> str:
+    """What a window's first five steps add beyond five median steps, as a share of the window: '1.2-5.0%'."""
+    shares = [e for _, e in _window_starts(sources, run, models)]
+    return f"{min(shares):.1%}-{max(shares):.1%}"
+
+
 @figure("suite")
 def suite(sources: Sources, log: str) -> str:
     """The test suite's size and time from a committed log of `tox -e py` (results/tests/LOG):

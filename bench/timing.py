@@ -29,9 +29,9 @@ T = TypeVar("T")
 WARMUP_IMPROVEMENT = 0.03  # a block faster than the previous one by more than this is still warming up
 WARMUP_BLOCK_S = 0.2  # a warm-up block lasts about this long (at least one step)
 # Before each window's clock (and the explain pass's), untimed steps for about this long: a worker that waited
-# while the other engine ran its window starts cold. In the default sweep on our CPU (results/runs/
-# 20261202-060804-cpu-cpu-default) a window's first CIFAR ResNet step took 1.3-4x the median step and its first
-# five steps added 1-5% to the window. A step longer than twice this gets none (a cold start is a small part of it).
+# while the other engine ran its window starts cold: in the default sweep on our CPU before this rule (results/runs/
+# 20261202-060804-cpu-cpu-default; docs/methodology.md quotes it) a window's first CIFAR ResNet step took up to 4x the
+# median step. A step longer than twice this gets none (a cold start is a small part of it).
 SETTLE_S = 0.1
 SETTLE_MAX_STEPS = 50
 

@@ -213,3 +213,16 @@ def test_the_two_committed_training_studies_hold_the_same_curves_as_the_docs_say
     first, again = epochs("20261201-235540-digits"), epochs("20261202-063032-digits")
     assert first == again and len(first) == 72
     assert "gave the\nsame curves to the last digit" in (ROOT / "docs/studies.md").read_text()
+
+
+def test_settling_each_window_removed_the_cold_first_step_the_docs_quote():
+    """docs/methodology.md: before the rule a window's first CIFAR ResNet step was up to 4x the median; after it,
+    within a few percent."""
+    from bench.docs import _window_starts, window_first_step
+
+    sources = Sources(ROOT)
+    before = _window_starts(sources, "20261202-060804-cpu-cpu-default", "resnet*")
+    after = _window_starts(sources, "20261202-064724-cpu-cpu-default", "resnet*")
+    assert max(f for f, _ in before) > 2.0 and max(f for f, _ in after) < 1.1
+    assert max(e for _, e in after) < min(0.02, max(e for _, e in before))
+    assert window_first_step(sources, "20261202-060804-cpu-cpu-default", "resnet*") == "1.10-4.12x"
