@@ -89,12 +89,18 @@ def explain_gap(fast: Record, slow: Record, interval: tuple[float, float] | None
     """Which operator categories make the gap between two engines' steps, from their explain passes; and
     whether the categories' differences add up to the measured gap within GAP_TOLERANCE (None when either was
     not profiled). Where they do not, the text says whether they fall inside the gap's own 95% `interval`."""
+    text, adds_up, _ = _explain(fast, slow, interval)
+    return text, adds_up
+
+
+def _explain(fast: Record, slow: Record, interval: tuple[float, float] | None) -> tuple[str, bool | None, bool]:
+    """explain_gap's text and verdict, and whether categories that do not add up fall inside `interval`."""
     missing = [r for r in (fast, slow) if not r.op_categories]
     if missing:
         reasons = [
             f"{tables.engine(r)}: {r.unavailable['op_categories']}" for r in missing if "op_categories" in r.unavailable
         ]
-        return "operator categories: not profiled" + (f" ({'; '.join(reasons)})" if reasons else ""), None
+        return "operator categories: not profiled" + (f" ({'; '.join(reasons)})" if reasons else ""), None, False
     gap_ms = _step_ms(slow) - _step_ms(fast)
     categories = sorted(set(fast.op_categories) | set(slow.op_categories))
     differences = {c: (slow.op_categories.get(c, 0.0) - fast.op_categories.get(c, 0.0)) * 1e3 for c in categories}
@@ -112,15 +118,15 @@ def explain_gap(fast: Record, slow: Record, interval: tuple[float, float] | None
         parts.append(f"{what}: {share:.0%} of the gap")
     adds_up = gap_ms > 0 and abs(total_ms - gap_ms) <= GAP_TOLERANCE * gap_ms
     check = f"the categories' differences add to {total_ms:.3g} of the {gap_ms:.3g} ms gap"
+    inside = not adds_up and interval is not None and interval[0] <= total_ms <= interval[1]
     if not adds_up:
-        inside = interval is not None and interval[0] <= total_ms <= interval[1]
         span = f"{interval[0]:.3g}-{interval[1]:.3g} ms" if interval else "none"
         check += (
             f": not within {GAP_TOLERANCE:.0%}, but inside the gap's 95% interval ({span})"
             if inside
             else f": they do not account for it within {GAP_TOLERANCE:.0%} or the gap's 95% interval ({span})"
         )
-    return ("; ".join(parts) or "no category is slower") + f" ({check})", adds_up
+    return ("; ".join(parts) or "no category is slower") + f" ({check})", adds_up, inside
 
 
 def findings(records: list[Record]) -> Findings:
@@ -146,9 +152,8 @@ def findings(records: list[Record]) -> Findings:
             layouts = [f"{tables.engine(r)} ran {r.layout_chosen or r.layout}" for r in (base, other)
                        if r.framework == "torch" and (r.layout_chosen or r.layout)]  # fmt: skip
             evidence += layouts
-            why, adds_up = explain_gap(fast, slow, gap_interval(base, ratio))
+            why, adds_up, inside = _explain(fast, slow, gap_interval(base, ratio))
             evidence.append(why)
-            inside = adds_up is False and "inside the gap's 95% interval" in why
             decided.append(Finding(section.title(), model, batch, name, comparison.baseline, ratio, tuple(evidence),
                                    adds_up, inside))  # fmt: skip
     decided.sort(key=lambda f: -f.effect)

@@ -172,11 +172,7 @@ class Session:
     def window(self, discard: bool = False) -> dict:
         """One timed window; a discarded one (settling the cell before its first pair) is not kept."""
         per_step = self._per_step_marks()
-        settle = timing.settle_steps(self.step_estimate_s)
-        if settle:
-            for _ in range(settle):  # untimed: see timing.SETTLE_S
-                self.ready.step()
-            self.ready.sync()
+        timing.settle(self.ready.step, self.ready.sync, timing.settle_steps(self.step_estimate_s))
         cpu_start = time.process_time()
         result = timing.window(self.ready.step, self.ready.sync, self.steps_per_window, per_step)
         if not discard:
@@ -201,14 +197,8 @@ class Session:
         step_s = timed[len(timed) // 2] if timed else EXPLAIN_HALF_S / low
         steps = max(low, min(high, round(EXPLAIN_HALF_S / step_s)))
         try:
-            for _ in range(max(1, timing.settle_steps(step_s))):  # untimed: see timing.SETTLE_S
-                self.ready.step()
-                self.ready.sync()
-            begun = time.perf_counter()
-            for _ in range(steps):
-                self.ready.step()
-                self.ready.sync()
-            unprofiled = (time.perf_counter() - begun) / steps
+            timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
+            unprofiled = sum(timing.latency_pass(self.ready.step, self.ready.sync, steps)) / steps
             found = self.backend.operator_categories(self.ready, self.config, steps)
         except Exception as error:  # the pass explains; it never costs a measured record
             found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}

@@ -41,6 +41,14 @@ def settle_steps(step_s: float) -> int:
     return max(0, min(SETTLE_MAX_STEPS, round(SETTLE_S / max(step_s, 1e-9))))
 
 
+def settle(step: Callable[[], object], sync: Callable[[], None], steps: int) -> None:
+    """`steps` untimed steps, then a synchronisation: the worker is warm again before a clock is read."""
+    for _ in range(steps):
+        step()
+    if steps:
+        sync()
+
+
 @dataclass(frozen=True)
 class WarmUp:
     steps: int

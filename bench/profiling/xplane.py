@@ -25,11 +25,11 @@ def categories_from_trace(logdir: Path, layer_ops: dict[str, str], steps: int) -
     if not paths:
         return {"categories_unavailable": f"no profile was written under {logdir}"}
     data, _ = raw_to_tool_data.xspace_to_tool_data(paths, "framework_op_stats", {})
-    table = json.loads(data)[0]
-    if not _on_device(table):
+    rows = _rows(json.loads(data)[0])
+    if not any(r["host_or_device"] == "Device" for r in rows):
         trace, _ = raw_to_tool_data.xspace_to_tool_data(paths, "trace_viewer", {})
         return {"categories": _host_categories(json.loads(trace), layer_ops, steps), "profiled_steps": steps}
-    return {"categories": _per_category(table, layer_ops, steps), "profiled_steps": steps}
+    return {"categories": _per_category(rows, layer_ops, steps), "profiled_steps": steps}
 
 
 def _rows(table: dict) -> list[dict]:
@@ -37,15 +37,11 @@ def _rows(table: dict) -> list[dict]:
     return [dict(zip(columns, (cell.get("v") if cell else None for cell in row["c"]))) for row in table["rows"]]
 
 
-def _on_device(table: dict) -> bool:
-    return any(r["host_or_device"] == "Device" for r in _rows(table))
-
-
-def _per_category(table: dict, layer_ops: dict[str, str], steps: int) -> dict[str, float]:
-    """Seconds per step in each category: xprof's framework_op_stats, self time of every device op, IDLE left
-    out."""
+def _per_category(rows: list[dict], layer_ops: dict[str, str], steps: int) -> dict[str, float]:
+    """Seconds per step in each category: xprof's framework_op_stats rows, self time of every device op, IDLE
+    left out."""
     totals = dict.fromkeys(CATEGORIES, 0.0)
-    for row in _rows(table):
+    for row in rows:
         if row["type"] == "IDLE" or row["host_or_device"] != "Device":
             continue
         totals[tf_category(row["operation"], row["type"], layer_ops)] += row["total_self_time"] / 1e6 / steps

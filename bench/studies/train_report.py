@@ -102,13 +102,23 @@ def agreement(reference: list[dict], other: list[dict], key: str) -> dict | None
             return None
         deviation = max(abs(a - b) for a, b in zip(values, others, strict=True))
         rows.append({"epoch": e + 1, "deviation": deviation, "spread": max(values) - min(values)})
+    return _against_spread(rows, len(pairs))
+
+
+def _against_spread(rows: list[dict], seeds: int) -> dict | None:
+    """Per-epoch deviations beside the seed spread, summed up: the largest deviation and where, the worst
+    deviation-to-spread ratio, and whether every epoch stayed within its spread."""
     if not rows:
         return None
+
+    def against(row: dict) -> float:
+        return row["deviation"] / row["spread"] if row["spread"] > 0 else math.inf
+
     worst = max(rows, key=lambda row: row["deviation"])
-    ratio = max(row["deviation"] / row["spread"] if row["spread"] > 0 else math.inf for row in rows)
+    decisive = max(rows, key=against)  # the epoch nearest to (or furthest beyond) its spread
     return {"max_deviation": worst["deviation"], "epoch": worst["epoch"], "spread_there": worst["spread"],
-            "min_spread": min(row["spread"] for row in rows), "worst_ratio": ratio,
-            "within": all(row["deviation"] <= row["spread"] for row in rows), "seeds": len(pairs),
+            "min_spread": min(row["spread"] for row in rows), "worst_ratio": against(decisive), "decisive": decisive,
+            "within": all(row["deviation"] <= row["spread"] for row in rows), "seeds": seeds,
             "per_epoch": rows}  # fmt: skip
 
 
@@ -131,13 +141,7 @@ def mean_agreement(reference: list[dict], other: list[dict], key: str) -> dict |
             return None
         deviation = abs(sum(theirs) / len(theirs) - sum(values) / len(values))
         rows.append({"epoch": e + 1, "deviation": deviation, "spread": max(values) - min(values)})
-    if not rows:
-        return None
-    worst = max(rows, key=lambda row: row["deviation"])
-    ratio = max(row["deviation"] / row["spread"] if row["spread"] > 0 else math.inf for row in rows)
-    return {"max_deviation": worst["deviation"], "epoch": worst["epoch"], "spread_there": worst["spread"],
-            "worst_ratio": ratio, "within": all(row["deviation"] <= row["spread"] for row in rows),
-            "seeds": len(pairs), "per_epoch": rows}  # fmt: skip
+    return _against_spread(rows, len(pairs))
 
 
 def same_inputs(reference: list[dict], other: list[dict]) -> dict:
@@ -441,7 +445,7 @@ def render(data: dict) -> str:
         if found is None:
             return "—"
         show = pct if percent else (lambda v: f"{v:.3g}")
-        worst = max(found["per_epoch"], key=lambda r: r["deviation"] / r["spread"] if r["spread"] > 0 else math.inf)
+        worst = found["decisive"]
         within = "yes" if found["within"] else f"no ({found['worst_ratio']:.2f}x)"
         return f"{show(worst['deviation'])} (epoch {worst['epoch']}) vs {show(worst['spread'])}: {within}"
 
