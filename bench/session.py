@@ -72,14 +72,17 @@ class Session:
             raise RuntimeError(f"{self.config.model}: no prepared step (not prepared, or already finished)")
         return self.prepared
 
-    def build(self) -> tuple[float, float]:
+    def build(self, keep_model: bool = False) -> tuple[float, float]:
         """Free what this configuration will not reuse, reset the peaks, build, and time the first step
-        apart: (build seconds, first-step seconds)."""
+        apart: (build seconds, first-step seconds). On a CPU the backend lets go of a kept model too, so
+        the peak is everything the configuration builds (`keep_model`: a probe, whose memory is not read)."""
         config, backend = self.config, self.backend
         gc.collect()
-        backend.drop_other(config, self.settings)
-        self.memory.reset_peak()
-        backend.reset_peak_memory(config)
+        if config.device == "cpu" and not keep_model:
+            backend.release()
+        else:
+            backend.drop_other(config, self.settings)
+        self._start_memory()
         started = time.perf_counter()
         self.prepared = backend.prepare(config, self.settings)
         build_s = time.perf_counter() - started
@@ -106,7 +109,7 @@ class Session:
             params=self.ready.params,
         )
         self.measured["peak_memory_first_step_bytes"] = self.peak_memory()[0]
-        self.memory.reset_peak(trim=False)  # the steady state's memory stays resident for the windows
+        self.memory.reset_peak(step_s)  # the windows' peak: the steady state's own
         backend.reset_peak_memory(config)
         plan = timing.window_plan(
             step_s, config.device, settings.min_window_s, settings.windows, settings.max_window_steps
@@ -175,6 +178,8 @@ class Session:
         timing.settle(self.ready.step, self.ready.sync, timing.settle_steps(self.step_estimate_s))
         cpu_start = time.process_time()
         result = timing.window(self.ready.step, self.ready.sync, self.steps_per_window, per_step)
+        if discard:
+            self.memory.hold()  # the settling window's peak is the windows' own: the timed ones run unsampled
         if not discard:
             self.cpu_seconds += time.process_time() - cpu_start
             self.windows.append(result)
@@ -211,10 +216,29 @@ class Session:
         self.unavailable_notes["op_categories"] = found.get("categories_unavailable", "no categories")
         return {"explain_s": cost}
 
+    def _start_memory(self) -> None:
+        """The configuration's memory is counted from here: on a GPU by the backend's allocator, on a CPU
+        by the heap (ProcessMemory), with the framework's own pool where it keeps one."""
+        config, backend = self.config, self.backend
+        backend.reset_peak_memory(config)
+        cpu = config.device == "cpu"
+        pool = backend.pool_in_use(config) if cpu and hasattr(backend, "pool_in_use") else None
+        self.memory.start(sample=cpu, pool=pool)
+
     def peak_memory(self) -> tuple[int | None, str | None]:
-        """The peak since the last reset, and where it comes from: the device allocator, or resident memory."""
+        """The peak since the last reset, and where it comes from: the device allocator, or the heap."""
         peak, source = self.backend.peak_memory(self.config)
         return (self.memory.peak(), self.memory.source) if peak is None else (peak, source)
+
+    def _kept_after(self) -> int:
+        """On a CPU, at the end, the configuration let go of: the bytes still in use above its start, the
+        framework's caches (kernels per shape), which a later configuration finds already there: not
+        the configuration's own. A backend that keeps a released configuration's tensors (TensorFlow
+        after training) has nothing taken off: its later configurations count those in their start."""
+        self.backend.release()
+        kept = self.memory.kept(arenas_only=getattr(self.backend, "keeps_released_tensors", False))
+        self.memory.stop()
+        return kept or 0
 
     def finish(self, cell: dict | None = None) -> Record:
         """The record: statistics over the windows, memory checked against the weights bound."""
@@ -222,6 +246,8 @@ class Session:
         if self.sampler:
             self.sampler.stop()
         peak, peak_source = self.peak_memory()
+        self.memory.stop()
+        self.measured["peak_memory_bytes"] = peak
         if not self._per_step_marks():
             low, high = LATENCY_PASS_STEPS
             latency = timing.latency_pass(self.ready.step, self.ready.sync, max(low, min(high, self.steps_per_window)))
@@ -244,11 +270,27 @@ class Session:
             **(cell or {}),
         )
         unavailable: dict[str, str] = {}
-        bound = weights_bound_bytes(self.ready.params, config.mode)
-        measured.update(memory_bound_bytes=bound, peak_memory_bytes=peak)
+        if settings.explain:  # before the model is let go of; the peak was taken before it
+            measured.update(self.explain())
+        params, layout = self.ready.params, self.ready.layout
+        device_name = self.ready.device_name or self.process_env.get("device_name")
+        kept = 0
+        if config.device == "cpu":
+            self.prepared = None  # its closures hold the model
+            kept = self._kept_after()
+        bound = weights_bound_bytes(params, config.mode)
+        measured["memory_bound_bytes"] = bound
         for name in ("peak_memory_bytes", "peak_memory_first_step_bytes"):
             value = measured.get(name)
-            if value is not None and value < bound:
+            if value is None:
+                unavailable[name] = (
+                    "no glibc mallinfo2 in this worker"
+                    if config.device == "cpu"
+                    else "no allocator peak on this device"
+                )
+                continue
+            value = measured[name] = max(0, value - kept)
+            if value < bound:
                 measured[name] = None
                 unavailable[name] = (
                     f"measured {value / 2**20:.1f} MiB, below the weights bound {bound / 2**20:.1f} MiB "
@@ -256,7 +298,6 @@ class Session:
                     "a measurement error, not a result"
                 )
         measured["memory_source"] = peak_source
-        device_name = self.ready.device_name or self.process_env.get("device_name")
         peak_rate = peak_flops(device_name, config.precision, settings.tf32) if config.device == "cuda" else None
         if peak_rate is None:
             unavailable["mfu"] = (
@@ -278,9 +319,7 @@ class Session:
                 "nvml_memory_used_bytes",
             ):
                 unavailable[name] = reason
-        if settings.explain:
-            measured.update(self.explain())
-        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=self.ready.layout)
+        env = dict(self.process_env, **gpu_env, device_name=device_name, layout=layout)
         self.prepared = None
         unavailable.update(self.unavailable_notes)
         return make_record(config, "ok", peak_flops=peak_rate, unavailable=unavailable, env=env, **measured)
@@ -292,5 +331,6 @@ class Session:
         self.prepared = None
         if self.sampler is not None:
             self.sampler.stop()
+        self.memory.stop()
         self.backend.release()
         return make_record(self.config, status, error=message[:2000], env=self.process_env)

@@ -106,7 +106,7 @@ def main() -> int:
                 sessions["probe"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
 
                 def one_step(session):
-                    build_s, first_s = session.build()
+                    build_s, first_s = session.build(keep_model=True)
                     session.prepared = None
                     return {"probe": {"status": "ok", "first_step_s": build_s + first_s}}
 

@@ -249,6 +249,21 @@ class TensorFlowBackend:
             ], "tf.config.experimental.get_memory_info peak"
         return None, None
 
+    # After a training configuration is let go of, its weights and momentum stay allocated (no Python
+    # object holds them any more; TensorFlow does): what stays is not only caches (see Session).
+    keeps_released_tensors = True
+
+    def pool_in_use(self, config: Config):
+        """On a CPU, a function giving the bytes in use in TensorFlow's own pool (oneDNN's allocator serves
+        tensors of 256 KiB and more from a pool it keeps; smaller ones come from malloc), or None."""
+        if config.device != "cpu":
+            return None
+        try:
+            tf.config.experimental.get_memory_info("CPU:0")
+        except ValueError:  # an allocator that keeps no statistics: all of it is malloc's
+            return None
+        return lambda: tf.config.experimental.get_memory_info("CPU:0")["current"]
+
     def release(self) -> None:
         self._cached = None
         keras.backend.clear_session()
