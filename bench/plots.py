@@ -126,7 +126,7 @@ def _depth(records, path: Path, tag: str) -> Path:
         errors = list(zip(*(_interval(r) for _, r in points)))
         ax_t.errorbar([d for d, _ in points], [r.throughput_img_s for _, r in points], yerr=errors, capsize=2,
                       **style)  # fmt: skip
-        memory = [(d, r.peak_memory_bytes) for d, r in points if r.peak_memory_bytes is not None]
+        memory = [(d, m) for d, r in points if (m := tables.peak_memory(r)[0]) is not None]
         if memory:
             ax_m.plot([d for d, _ in memory], [m / MIB for _, m in memory], **style)
     ax_t.set(xlabel="depth (layers)", ylabel="img/s", title="Throughput vs depth", yscale="log")
@@ -199,17 +199,17 @@ def _ratio_heatmap(records, path: Path, tag: str) -> Path | None:
 
 
 def _memory_vs_batch(records, path: Path, tag: str) -> Path | None:
-    with_memory = [r for r in records if r.peak_memory_bytes is not None]
+    with_memory = [(r, m) for r in records if (m := tables.peak_memory(r)[0]) is not None]  # withheld: not drawn
     if not with_memory:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     groups = []
-    for model in tables.model_order(r.model for r in with_memory):
-        groups += [(model, b) for b in sorted({r.batch_size for r in with_memory if r.model == model})]
-    labels = sorted({_label(r) for r in with_memory})
+    for model in tables.model_order(r.model for r, _ in with_memory):
+        groups += [(model, b) for b in sorted({r.batch_size for r, _ in with_memory if r.model == model})]
+    labels = sorted({_label(r) for r, _ in with_memory})
     for offset, label in enumerate(labels):
-        points = [(groups.index((r.model, r.batch_size)), r.peak_memory_bytes / MIB) for r in with_memory
+        points = [(groups.index((r.model, r.batch_size)), m / MIB) for r, m in with_memory
                   if _label(r) == label]  # fmt: skip
         xs = [x + (offset - (len(labels) - 1) / 2) * 0.2 for x, _ in points]
         ax.plot(xs, [m for _, m in points], linestyle="none", label=label, **_style(label))

@@ -469,8 +469,13 @@ def _latency(records) -> list[str]:
     ]
 
 
+# The memory checks' short names (tables.memory_flags) for the console's flag lines.
+FLAG_KINDS_SHORT.update(memory_device="GPU peak above device use", memory_batch="less memory at a larger batch")
+
+
 def _memory(records) -> list[str]:
-    ok = [r for r in _ok(records) if r.peak_memory_bytes is not None or "peak_memory_bytes" in r.unavailable]
+    shown = {id(r): tables.peak_memory(r) for r in _ok(records)}
+    ok = [r for r in _ok(records) if shown[id(r)] != (None, None)]
     if not ok:
         return []
     batches = sorted({r.batch_size for r in ok})
@@ -481,7 +486,7 @@ def _memory(records) -> list[str]:
         sources.add(r.memory_source)
     rows = []
     for (model, name), points in sorted(series.items(), key=lambda kv: (tables.depth_key(kv[0][0]), kv[0][1])):
-        measured = sorted((b, r.peak_memory_bytes) for b, r in points.items() if r.peak_memory_bytes is not None)
+        measured = sorted((b, shown[id(r)][0]) for b, r in points.items() if shown[id(r)][0] is not None)
         fit = tables.memory_fit(measured) if len(measured) >= 2 else None
         bounds = [r.memory_bound_bytes for r in points.values() if r.memory_bound_bytes]
         bound = max(bounds) / MIB if bounds else None
@@ -492,10 +497,12 @@ def _memory(records) -> list[str]:
             r = points.get(b)
             if r is None:
                 cells.append("—")
-            elif r.peak_memory_bytes is None:
-                cells.append("below bound")
+                continue
+            peak, reason = shown[id(r)]
+            if peak is not None:
+                cells.append(sig3(peak / MIB))
             else:
-                cells.append(sig3(r.peak_memory_bytes / MIB))
+                cells.append("above device use" if "NVML" in (reason or "") else "below bound")
         rows.append([model, name, *cells, sig3(bound), fit_text])
     headers = (
         ["model", "engine"] + [f"b={b} (MiB)" for b in batches] + ["weights bound (MiB)", "fit: fixed MiB + MiB/img"]
@@ -505,8 +512,10 @@ def _memory(records) -> list[str]:
         "",
         f"Source: {'; '.join(sorted(s for s in sources if s))}. The weights bound is the parameters in float32 (x3 "
         "when training: gradients and momentum); a figure below it is a measurement error and is withheld "
-        "(`below bound`). The fit is least squares over the batch sizes measured, shown only when both terms "
-        "are non-negative.",
+        "(`below bound`), as is a GPU peak above the most memory NVML saw in use on the device in the same "
+        "windows (`above device use`). A peak more than "
+        f"{tables.MEMORY_DROP_LIMIT:.0%} below a smaller batch's is flagged. The fit is least squares over the "
+        "batch sizes shown, shown only when both terms are non-negative.",
         "",
         _md(headers, rows),
         "",

@@ -355,7 +355,58 @@ def sanity_flags(records: list[Record]) -> list[Flag]:
                 flags.append(Flag("batch", 1 / share, (
                     f"{_name(large)}: {share:.0%} of batch {small.batch_size}'s img/s; {consequence}"
                 ), large))  # fmt: skip
+    flags += memory_flags(ok)
     return sorted(flags, key=lambda f: -f.severity)
+
+
+# --- memory: what a table may show, and what contradicts itself -------------------------------------------
+MEMORY_DROP_LIMIT = 0.05  # a peak more than 5% below a smaller batch's is flagged (repeats agree within 3%)
+FLAG_KINDS.update(
+    memory_device="GPU peak above the device memory in use (NVML) in the same windows (the figure is withheld)",
+    memory_batch=f"peak memory more than {MEMORY_DROP_LIMIT:.0%} below a smaller batch's",
+)
+
+
+def peak_memory(record: Record) -> tuple[int | None, str | None]:
+    """The peak memory a table may show, or None and why it is withheld. Withheld when measured: a peak
+    below the weights bound. Withheld here, so older runs are covered too: on a GPU, an allocator peak
+    above the most memory NVML saw in use on the device during the same windows. The allocator's bytes
+    lie inside the device's used memory (the caching allocator keeps what it reserved), so a larger
+    peak is a measurement error, not a result."""
+    peak = record.peak_memory_bytes
+    if peak is None:
+        return None, record.unavailable.get("peak_memory_bytes")
+    used = record.nvml_memory_used_bytes
+    if record.device == "cuda" and used is not None and peak > used:
+        return None, (
+            f"allocator peak {sig3(peak / MIB)} MiB above the {sig3(used / MIB)} MiB NVML saw in use on the "
+            "device during the same windows: a measurement error, not a result"
+        )
+    return peak, None
+
+
+def memory_flags(records: list[Record]) -> list[Flag]:
+    """Peaks withheld for exceeding the device's memory in use, and peaks that fall as the batch grows
+    (same engine, model, mode, precision, compile setting, size and device; shown peaks only)."""
+    flags = []
+    series = defaultdict(list)
+    for r in records:
+        peak, reason = peak_memory(r)
+        if peak is None and r.peak_memory_bytes is not None:
+            flags.append(Flag("memory_device", 2.0 * r.peak_memory_bytes / r.nvml_memory_used_bytes,
+                              f"{_name(r)}: {reason.split(':')[0]}", r))  # fmt: skip
+        elif peak is not None:
+            series[(engine(r), r.model, r.mode, r.precision, r.compile, r.image_size, r.device)].append((r, peak))
+    for runs in series.values():
+        runs.sort(key=lambda item: item[0].batch_size)
+        for (small, small_peak), (large, large_peak) in zip(runs, runs[1:]):
+            if large_peak < (1 - MEMORY_DROP_LIMIT) * small_peak:
+                text = (
+                    f"{_name(large)}: {sig3(large_peak / MIB)} MiB, below batch {small.batch_size}'s "
+                    f"{sig3(small_peak / MIB)} MiB"
+                )
+                flags.append(Flag("memory_batch", small_peak / large_peak, text, large))
+    return flags
 
 
 def grouped_flags(flags: list[Flag]) -> list[tuple[str, list[Flag]]]:
