@@ -45,10 +45,13 @@ def _keep_mapped_chunks_apart(threshold: int = 256 * 1024) -> None:
 SAMPLE_INTERVAL_S = 0.001  # while a configuration builds and warms up: 2.6% of one core
 SAMPLES_PER_STEP = 50  # in the settling window: this many samples per step, at most one per SAMPLE_INTERVAL_S
 SLOWEST_INTERVAL_S = 0.02
-HEAP_SOURCE = "peak heap bytes in use (glibc mallinfo2, sampled) above the configuration's start"
+HEAP_SOURCE = (
+    "peak heap bytes in use (glibc mallinfo2, sampled) above the configuration's start, less what stays allocated "
+    "after it ends"
+)
 POOL_SOURCE = (
     "peak bytes in use in malloc's arenas (glibc mallinfo2) and the framework's own pool, sampled, above the "
-    "configuration's start"
+    "configuration's start, less what stays in the arenas after it ends"
 )
 
 
@@ -59,11 +62,12 @@ class ProcessMemory:
     every millisecond through the build, first step and warm-up, then every 1/50 of a step (at most every
     20 ms) through the untimed settling window, whose steps are the timed windows' (no thread runs beside
     the timed windows, unless no settling window ran), above the bytes in use at the configuration's
-    start, with nothing of it built yet (on a CPU the backend lets go of any kept model first). Where the
-    backend lets go of everything, what stays allocated after the configuration has been let go of at
-    its end is taken off too: the framework's caches, which a later configuration finds already there
-    (PyTorch keeps about 9 MiB after its first ResNet-18 training configuration, 1.6 MiB per further
-    batch size).
+    start, with nothing of it built yet (on a CPU the backend lets go of any kept model first). What stays
+    allocated after the configuration has been let go of at its end is taken off too: the framework's
+    caches, which a later configuration finds already there (PyTorch keeps about 9 MiB after its first
+    ResNet-18 training configuration, 1.6 MiB per further batch size; TensorFlow about 108 MiB of malloc's
+    after its first training configuration, 28 MiB after each further one). Where the backend keeps a
+    released model's tensors (TensorFlow after training), only what stays in malloc's arenas is taken off.
 
     A framework that serves tensors from a pool of its own (TensorFlow under oneDNN: tensors of 256 KiB
     and more) counts them through the backend (`pool_in_use`): the heap would see the pool, which only

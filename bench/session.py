@@ -234,7 +234,7 @@ class Session:
         """On a CPU, at the end, the configuration let go of: the bytes still in use above its start, the
         framework's caches (kernels per shape), which a later configuration finds already there: not
         the configuration's own. A backend that keeps a released configuration's tensors (TensorFlow
-        after training) has nothing taken off: its later configurations count those in their start."""
+        after training) has only what stays in malloc's arenas taken off, not what stays in its pool."""
         self.backend.release()
         kept = self.memory.kept(arenas_only=getattr(self.backend, "keeps_released_tensors", False))
         self.memory.stop()
