@@ -185,6 +185,15 @@ class Session:
             self.windows.append(result)
         return {"seconds": result.seconds, "steps": self.steps_per_window}
 
+    def measure_alone(self) -> Record:
+        """A configuration measured on its own: prepared, one settling window (untimed; where a CPU peak is
+        sampled, so the timed windows run with no sampler beside them), the planned windows, the record."""
+        self.prepare()
+        self.window(discard=True)
+        for _ in range(self.windows_planned):
+            self.window()
+        return self.finish({"pairing": "alone"})
+
     def _per_step_marks(self) -> bool:
         """A clock read per step is exact only where execution is synchronous: a CPU, and an engine
         whose step has finished when it returns."""
@@ -222,7 +231,7 @@ class Session:
         config, backend = self.config, self.backend
         backend.reset_peak_memory(config)
         cpu = config.device == "cpu"
-        pool = backend.pool_in_use(config) if cpu and hasattr(backend, "pool_in_use") else None
+        pool = backend.pool_in_use(config) if cpu else None
         self.memory.start(sample=cpu, pool=pool)
 
     def peak_memory(self) -> tuple[int | None, str | None]:
@@ -236,7 +245,7 @@ class Session:
         the configuration's own. A backend that keeps a released configuration's tensors (TensorFlow
         after training) has only what stays in malloc's arenas taken off, not what stays in its pool."""
         self.backend.release()
-        kept = self.memory.kept(arenas_only=getattr(self.backend, "keeps_released_tensors", False))
+        kept = self.memory.kept(arenas_only=self.backend.keeps_released_tensors)
         self.memory.stop()
         return kept or 0
 

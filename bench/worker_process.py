@@ -7,7 +7,7 @@ stdin and reads one reply per request:
   {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
   {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
-  {"cmd": "whole", "config": {...}}              -> {"record": {...}}   (prepare, every window, finish)
+  {"cmd": "whole", "config": {...}}              -> {"record": {...}}   (Session.measure_alone)
   {"cmd": "probe", "config": {...}}              -> {"probe": {"status": "ok", ...}} or {"record": failure}
   {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
   {"cmd": "exit"}
@@ -93,14 +93,7 @@ def main() -> int:
                 sessions.pop(key, None)
             elif command == "whole":
                 sessions["whole"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
-
-                def measure_all(session):
-                    session.prepare()
-                    for _ in range(session.windows_planned):
-                        session.window()
-                    return {"record": session.finish({"pairing": "alone"})}
-
-                reply(session_call("whole", measure_all))
+                reply(session_call("whole", lambda s: {"record": s.measure_alone()}))
                 sessions.pop("whole", None)
             elif command == "probe":  # does one step fit? the model kept from the last probe is reused
                 sessions["probe"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
@@ -118,6 +111,9 @@ def main() -> int:
                     gc.disable()
                 stepping = Session(backend, Config.from_dict(request["config"]), settings, process_env, memory)
                 build_s, first_s = stepping.build()
+                # One more step with the peak sampled, then none beside the steps pytest-benchmark times.
+                timed_step(stepping.ready.step, stepping.ready.sync)
+                memory.hold()
                 reply({"first_step_s": build_s + first_s, "params": stepping.prepared.params})
                 cpu_start, wall_start = time.process_time(), time.perf_counter()
             elif command == "step":

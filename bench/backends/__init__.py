@@ -55,6 +55,9 @@ class Backend(Protocol):
     or the engine's profile functions build from the same parts, and the equivalence tests prove them."""
 
     name: str
+    # Whether a released configuration's tensors stay allocated (TensorFlow after training keeps its weights and
+    # momentum): then only what stays in malloc's arenas is taken off a CPU peak as the framework's caches.
+    keeps_released_tensors: bool
 
     def setup_process(self, settings: Settings) -> dict:
         """Threads, denormals, TF32, memory growth: once per process, before any model. Returns the environment."""
@@ -87,6 +90,11 @@ class Backend(Protocol):
 
     def peak_memory(self, config: Config) -> tuple[int | None, str | None]:
         """The device allocator's peak since the reset, and its source; (None, None) where there is none."""
+        ...
+
+    def pool_in_use(self, config: Config) -> Callable[[], int] | None:
+        """On a CPU, a function giving the bytes in use in the framework's own tensor pool, where it keeps one
+        that malloc's figures cannot see into (TensorFlow under oneDNN); None where all of it is malloc's."""
         ...
 
     def release(self) -> None:

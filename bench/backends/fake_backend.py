@@ -92,6 +92,12 @@ class FakeBackend:
     def peak_memory(self, config: Config):
         return None, None
 
+    keeps_released_tensors = False
+
+    def pool_in_use(self, config: Config) -> None:
+        """All of this engine's CPU memory comes from malloc: no pool of its own."""
+        return None
+
     def release(self) -> None:
         pass
 

@@ -271,6 +271,12 @@ class JaxBackend:
                 return stats["peak_bytes_in_use"], "jax Device.memory_stats peak_bytes_in_use (since start)"
         return None, None
 
+    keeps_released_tensors = False
+
+    def pool_in_use(self, config: Config) -> None:
+        """All of this engine's CPU memory comes from malloc: no pool of its own."""
+        return None
+
     def release(self) -> None:
         self._cached = None
         keras.backend.clear_session()

@@ -135,7 +135,7 @@ class TorchBackend:
         """A tiny convolution forward, backward and SGD step, so the framework's lazy start-up is paid
         before any configuration's memory is measured (the first optimizer imports torch._dynamo: 70 MiB)."""
         weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3))
-        optimizer = torch.optim.SGD([weight], lr=LEARNING_RATE, momentum=0.9)
+        optimizer = make_optimizer([weight])
         F.conv2d(torch.randn(2, 3, 8, 8, requires_grad=True), weight).sum().backward()
         optimizer.step()
 
@@ -293,6 +293,12 @@ class TorchBackend:
         if config.device == "cuda":
             return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
         return None, None
+
+    keeps_released_tensors = False
+
+    def pool_in_use(self, config: Config) -> None:
+        """All of this engine's CPU memory comes from malloc: no pool of its own."""
+        return None
 
     def release(self) -> None:
         self._cached = None

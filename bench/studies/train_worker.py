@@ -187,10 +187,7 @@ def synthetic_throughput(backend, engine: str, model: str, request: dict, proces
     config = Config(engine, model, request["batch_size"], "train", layout="channels_last", device=request["device"])
     session = Session(backend, config, settings, process_env, memory)
     try:
-        session.prepare()
-        for _ in range(session.windows_planned):
-            session.window()
-        record = session.finish({"pairing": "alone"})
+        record = session.measure_alone()
     except Exception as error:
         backend.release()
         return {"error": f"{type(error).__name__}: {error}"[:500]}
