@@ -1,6 +1,7 @@
 """Records and run folders made by hand for the compare and report tests (make_record, as a run makes them)."""
 
 import json
+import os
 from pathlib import Path
 
 from bench import stats
@@ -10,6 +11,14 @@ from bench.records import make_record
 XEON = {"cpu_model": "Intel Xeon", "cpu_cores": 2}
 EPYC = {"cpu_model": "AMD EPYC 7B13", "cpu_cores": 64}
 VERSIONS = {"torch": "2.13.0+cpu", "keras-tensorflow": "2.21.0"}
+
+
+def fake_env(**behaviour) -> dict:
+    """The environment of a `python -m bench` (or inner pytest) process on the fake backend, with `behaviour`
+    (bench/backends/fake_backend.py). pytest-xdist's worker variables are left out: an inner pytest that sees
+    them takes itself for an xdist worker (and pytest-benchmark then refuses --benchmark-only)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_CURRENT_TEST"}
+    return dict(env, CNN_BENCH_BACKEND="fake", CNN_BENCH_FAKE=json.dumps(behaviour), TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def record(framework, model, batch, img_s, mode="infer", status="ok", versions=VERSIONS, host=XEON, cell=None,

@@ -13,6 +13,7 @@ from bench.cli import main
 from bench.config import Config, Settings, UsageError, build_plan
 from bench.records import RunStore, load_records
 from bench.runner import Runner
+from tests.handmade import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(warmup_steps=1, windows=6, min_window_s=0.0, timeout_s=20)
@@ -102,7 +103,7 @@ def test_resume_measures_only_what_is_missing(tmp_path, monkeypatch):
 
 def test_ctrl_c_keeps_finished_records_and_resume_completes(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, CNN_BENCH_BACKEND="fake", CNN_BENCH_FAKE=json.dumps({"hang_batch": 4}))
+    env = fake_env(hang_batch=4)
     args = [sys.executable, "-m", "bench", "run", "--frameworks", "torch", "--models", "resnet20_cifar",
             "--batch-sizes", "1,2,4", "--modes", "infer", "--image-size", "32", "--device", "cpu", "--out", str(out),
             "--min-window-s", "0", "--warmup-steps", "0", "--no-report"]  # fmt: skip

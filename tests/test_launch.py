@@ -16,6 +16,7 @@ import pytest
 from bench import folders, launch
 from bench.cli import main
 from bench.records import read_results
+from tests.handmade import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--models", "resnet20_cifar", "--modes", "infer", "--image-size", "32", "--device", "cpu",
@@ -27,10 +28,6 @@ def as_from_a_terminal() -> None:
     """In the child: Ctrl-C acts by default even when the tests run as a background job."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-
-def fake_env(**behaviour) -> dict:
-    return dict(os.environ, CNN_BENCH_BACKEND="fake", CNN_BENCH_FAKE=json.dumps(behaviour), TF_CPP_MIN_LOG_LEVEL="2")
 
 
 ROOTS: dict[int, str] = {}  # PID -> "PID:START" of each process `start` made, as its children name it

@@ -15,6 +15,7 @@ import pytest
 from bench.cli import main
 from bench.config import Config
 from bench.records import Record, RunStore, make_record, read_results
+from tests.handmade import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--models", "resnet20_cifar", "--modes", "infer", "--image-size", "32", "--device", "cpu",
@@ -26,10 +27,6 @@ def as_from_a_terminal() -> None:
     (whose shell starts it with SIGINT ignored, which the child would inherit)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-
-def fake_env(**behaviour) -> dict:
-    return dict(os.environ, CNN_BENCH_BACKEND="fake", CNN_BENCH_FAKE=json.dumps(behaviour))
 
 
 def bench(*args, **behaviour) -> subprocess.CompletedProcess:
