@@ -394,7 +394,7 @@ def memory_flags(records: list[Record]) -> list[Flag]:
         peak, reason = peak_memory(r)
         if peak is None and r.peak_memory_bytes is not None:
             flags.append(Flag("memory_device", 2.0 * r.peak_memory_bytes / r.nvml_memory_used_bytes,
-                              f"{_name(r)}: {reason.split(':')[0]}", r))  # fmt: skip
+                              f"{_name(r)}: {reason.split(':')[0]}; the peak is withheld", r))  # fmt: skip
         elif peak is not None:
             series[(engine(r), r.model, r.mode, r.precision, r.compile, r.image_size, r.device)].append((r, peak))
     for runs in series.values():
@@ -403,7 +403,7 @@ def memory_flags(records: list[Record]) -> list[Flag]:
             if large_peak < (1 - MEMORY_DROP_LIMIT) * small_peak:
                 text = (
                     f"{_name(large)}: {sig3(large_peak / MIB)} MiB, below batch {small.batch_size}'s "
-                    f"{sig3(small_peak / MIB)} MiB"
+                    f"{sig3(small_peak / MIB)} MiB; this series' fixed + per-image fit cannot be read"
                 )
                 flags.append(Flag("memory_batch", small_peak / large_peak, text, large))
     return flags

@@ -185,7 +185,8 @@ def test_a_peak_that_falls_as_the_batch_grows_is_flagged():
     other_mode = [cpu("torch", 16, 500, mode="infer")]  # a smaller figure, but another series
     flags = [f for f in tables.sanity_flags(falling + within_noise + other_mode) if f.kind == "memory_batch"]
     assert [f.text for f in flags] == [
-        "keras-tensorflow vgg11 train b=8 fp32 32px: 2,440 MiB, below batch 2's 2,920 MiB"
+        "keras-tensorflow vgg11 train b=8 fp32 32px: 2,440 MiB, below batch 2's 2,920 MiB; this series' fixed + "
+        "per-image fit cannot be read"
     ]
     assert flags[0].severity == pytest.approx(2920 / 2440)
     withheld = dataclasses.replace(falling[1], peak_memory_bytes=None, unavailable={"peak_memory_bytes": "below"})
