@@ -285,12 +285,24 @@ def suite(sources: Sources, log: str) -> str:
     """The test suite's size and time from a committed log of `tox -e py` (results/tests/LOG):
     '587 tests (1 skipped) in 23 min 22 s on Intel(R) Xeon(R) Processor, 2 cores'."""
     text = sources.text(f"results/tests/{log}")
-    summary = re.search(r"=+ (\d+) passed(?:, (\d+) skipped)? in ([\d.]+)s", text)
+    summary = re.search(r"^=* ?(\d+) passed(?:, (\d+) skipped)? in ([\d.]+)s", text, re.MULTILINE)
+    failures = re.search(r"^=* ?(?:\d+ \w+, )*\d+ (failed|errors?)\b.* in [\d.]+s", text, re.MULTILINE)
     machine = re.search(r"^# .*?\), (.+), (\d+) cores,", text, re.MULTILINE)
-    if summary is None or machine is None or re.search(r"\d+ (failed|error)", text):
+    if summary is None or machine is None or failures:
         raise FigureError(f"results/tests/{log} holds no passing pytest summary with its machine")
     passed, skipped, seconds = int(summary[1]), int(summary[2] or 0), float(summary[3])
     return f"{passed + skipped} tests ({skipped} skipped) in {duration(seconds)} on {machine[1]}, {machine[2]} cores"
+
+
+@figure("coverage")
+def coverage(sources: Sources, log: str) -> str:
+    """Line coverage of bench/ and implementations/ in the test processes, from pytest-cov's TOTAL row in a
+    committed log (results/tests/LOG): '70.4% of 9,397 lines'."""
+    total = re.search(r"^TOTAL\s+(\d+)\s+(\d+)\s+\d+%", sources.text(f"results/tests/{log}"), re.MULTILINE)
+    if total is None:
+        raise FigureError(f"results/tests/{log} holds no coverage TOTAL row")
+    statements, missed = int(total[1]), int(total[2])
+    return f"{100 * (statements - missed) / statements:.1f}% of {statements:,} lines"
 
 
 @figure("machine")
