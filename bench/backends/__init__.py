@@ -106,6 +106,17 @@ class Backend(Protocol):
         ...
 
 
+class MallocBacked:
+    """The memory rules of an engine whose CPU tensors all come from malloc and are freed when released
+    (PyTorch, Keras on JAX, the test double): no pool of its own, nothing kept after release. An engine with
+    a pool or kept tensors (TensorFlow) states both itself."""
+
+    keeps_released_tensors = False
+
+    def pool_in_use(self, config: Config) -> Callable[[], int] | None:
+        return None
+
+
 def get_backend(framework: str) -> Backend:
     """The backend for a framework; CNN_BENCH_BACKEND=fake selects the test double for either."""
     if os.environ.get("CNN_BENCH_BACKEND") == "fake":

@@ -19,14 +19,14 @@ from implementations import get_spec
 from implementations.lowering import flops_per_image
 
 from ..config import Config, Settings
-from . import Prepared, StepHook
+from . import MallocBacked, Prepared, StepHook
 
 
 class FakeOutOfMemory(RuntimeError):
     pass
 
 
-class FakeBackend:
+class FakeBackend(MallocBacked):
     def __init__(self, framework: str):
         self.name = framework
         self.behaviour = json.loads(os.environ.get("CNN_BENCH_FAKE", "{}"))
@@ -91,12 +91,6 @@ class FakeBackend:
 
     def peak_memory(self, config: Config):
         return None, None
-
-    keeps_released_tensors = False
-
-    def pool_in_use(self, config: Config) -> None:
-        """All of this engine's CPU memory comes from malloc: no pool of its own."""
-        return None
 
     def release(self) -> None:
         pass

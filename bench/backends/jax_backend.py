@@ -23,7 +23,7 @@ from implementations import build, count_params, require  # noqa: E402
 
 from ..config import Config, Settings  # noqa: E402
 from ..monitors import is_allocation_failure  # noqa: E402
-from . import Prepared, StepHook  # noqa: E402
+from . import MallocBacked, Prepared, StepHook  # noqa: E402
 
 jax = require("keras-jax")
 import keras  # noqa: E402
@@ -45,7 +45,7 @@ def _float64_everywhere() -> None:
     dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
 
 
-class JaxBackend:
+class JaxBackend(MallocBacked):
     name = "keras-jax"
 
     def __init__(self):
@@ -270,12 +270,6 @@ class JaxBackend:
             if "peak_bytes_in_use" in stats:
                 return stats["peak_bytes_in_use"], "jax Device.memory_stats peak_bytes_in_use (since start)"
         return None, None
-
-    keeps_released_tensors = False
-
-    def pool_in_use(self, config: Config) -> None:
-        """All of this engine's CPU memory comes from malloc: no pool of its own."""
-        return None
 
     def release(self) -> None:
         self._cached = None

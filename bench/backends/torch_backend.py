@@ -19,7 +19,7 @@ from implementations import build, count_params
 
 from ..config import Config, Settings
 from ..monitors import is_allocation_failure
-from . import Prepared, StepHook
+from . import MallocBacked, Prepared, StepHook
 from .recipe import MOMENTUM, learning_rate
 
 _FORMATS = {"channels_last": torch.channels_last, "channels_first": torch.contiguous_format}
@@ -98,7 +98,7 @@ def operator_seconds(prof, gpu: bool, steps: int) -> dict[str, float]:
     return totals
 
 
-class TorchBackend:
+class TorchBackend(MallocBacked):
     name = "torch"
 
     def __init__(self):
@@ -293,12 +293,6 @@ class TorchBackend:
         if config.device == "cuda":
             return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
         return None, None
-
-    keeps_released_tensors = False
-
-    def pool_in_use(self, config: Config) -> None:
-        """All of this engine's CPU memory comes from malloc: no pool of its own."""
-        return None
 
     def release(self) -> None:
         self._cached = None
