@@ -162,6 +162,20 @@ class ProcessMemory:
             self.peak()
             self.stop()
 
+    def mark(self) -> tuple[int, int] | None:
+        """The bytes in use now (all, and malloc's arenas'), for `grown_since`; None where unmeasured."""
+        now = self._now()
+        return None if now is None else (now, self._arenas_now)
+
+    def grown_since(self, mark: tuple[int, int] | None, arenas_only: bool = False) -> int:
+        """What was left allocated since `mark` (0 where it shrank or is unmeasured)."""
+        if mark is None:
+            return 0
+        now = self._now()
+        if now is None:
+            return 0
+        return max(0, self._arenas_now - mark[1] if arenas_only else now - mark[0])
+
     def kept(self, arenas_only: bool = False) -> int | None:
         """Bytes still in use above the configuration's start once everything of it is let go of (in
         malloc's arenas only: not what a framework's pool still holds)."""

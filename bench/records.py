@@ -90,11 +90,13 @@ class Record:
     layout_trial: dict | None = None  # PyTorch layout auto: both formats' rates and the verdict
     # The explain pass after the windows (untimed): seconds per step by operator category (with "outside
     # operators", the unprofiled step's time that no operator accounts for), what the pass cost, and its mean
-    # step time without and under the profiler.
+    # step time without and under the profiler; on a CPU, the bytes the pass left allocated (not taken off the
+    # peak as the configuration's caches).
     op_categories: dict | None = None
     explain_s: float | None = None
     explain_step_s: float | None = None
     profiled_step_s: float | None = None
+    explain_left_bytes: int | None = None
     unavailable: dict = field(default_factory=dict)  # field name -> why it was not measured
     env: dict = field(default_factory=dict)  # where and how it ran: host, framework versions, settings
     schema_version: int = SCHEMA_VERSION

@@ -279,14 +279,22 @@ class Session:
             **(cell or {}),
         )
         unavailable: dict[str, str] = {}
+        cpu = config.device == "cpu"
+        left_by_pass = 0
         if settings.explain:  # before the model is let go of; the peak was taken before it
+            mark = self.memory.mark() if cpu else None
             measured.update(self.explain())
+            # What the profiler leaves allocated came after the peak: it is not the configuration's, and
+            # is not taken off the peak with the caches the configuration's own steps left.
+            left_by_pass = self.memory.grown_since(mark, arenas_only=self.backend.keeps_released_tensors)
+            if left_by_pass:
+                measured["explain_left_bytes"] = left_by_pass
         params, layout = self.ready.params, self.ready.layout
         device_name = self.ready.device_name or self.process_env.get("device_name")
         kept = 0
-        if config.device == "cpu":
+        if cpu:
             self.prepared = None  # its closures hold the model
-            kept = self._kept_after()
+            kept = max(0, self._kept_after() - left_by_pass)
         bound = weights_bound_bytes(params, config.mode)
         measured["memory_bound_bytes"] = bound
         for name in ("peak_memory_bytes", "peak_memory_first_step_bytes"):
