@@ -4,9 +4,9 @@ import json
 import os
 from pathlib import Path
 
-from bench import stats
 from bench.config import Config
-from bench.records import make_record
+from bench.measure import stats
+from bench.store.records import make_record
 
 XEON = {"cpu_model": "Intel Xeon", "cpu_cores": 2}
 EPYC = {"cpu_model": "AMD EPYC 7B13", "cpu_cores": 64}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.report import load_source
+from bench.commands.cli import main
+from bench.report.run import load_source
 from tests.handmade import BASE, EPYC, FASTER, SLOWER, VERSIONS, XEON, pair, record, write_run
 
 
@@ -75,8 +75,8 @@ def test_opposite_verdicts_from_different_machines_are_never_called_contradictio
 
 
 def test_merge_and_compare_judge_hardware_by_one_function(tmp_path, monkeypatch):
-    from bench import compare as compare_module
-    from bench.scaleout import shards
+    from bench.execute import shards
+    from bench.report import compare as compare_module
 
     folder = write_run(tmp_path / "a", [record("torch", "resnet20_cifar", 2, 100.0)], host=EPYC)
     source = load_source(folder)
@@ -139,16 +139,16 @@ def test_a_candidate_folder_that_cannot_be_written_fails_after_the_gate_is_decid
     candidate = write_run(tmp_path / "b", pair("resnet20_cifar", 2, BASE, FASTER, "b1"))
     candidate.chmod(0o555)
     if os.access(candidate, os.W_OK):  # root writes into a read-only folder: refuse as the file system would
-        import bench.atomic
+        import bench.store.atomic
 
-        real = bench.atomic.write_text
+        real = bench.store.atomic.write_text
 
         def write_text(path, *args, **kwargs):
             if pathlib.Path(path).parent == candidate:
                 raise PermissionError(13, "Permission denied", str(path))
             return real(path, *args, **kwargs)
 
-        monkeypatch.setattr(bench.atomic, "write_text", write_text)
+        monkeypatch.setattr(bench.store.atomic, "write_text", write_text)
     try:
         code, out, err = compare(tmp_path, capsys, "--fail-on-regression", "5")
     finally:

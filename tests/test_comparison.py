@@ -8,11 +8,12 @@ import time
 
 import pytest
 
-from bench import stats, tables, timing
 from bench.config import PRESETS, Config, build_plan
-from bench.records import RunStore, load_records, make_record
-from bench.report import render_markdown
-from bench.runner import Runner, cells
+from bench.execute.runner import Runner, cells
+from bench.measure import stats, timing
+from bench.report import tables
+from bench.report.run import render_markdown
+from bench.store.records import RunStore, load_records, make_record
 
 QUIET = open(os.devnull, "w")  # noqa: SIM115
 
@@ -244,7 +245,7 @@ def paired_records(model: str, batch: int, torch_rates, tf_rates, cell: str) -> 
 
 
 def test_two_runs_are_checked_for_contradictions_agreement_and_decided_cells():
-    from bench.compare import ratio_consistency, render_consistency
+    from bench.report.compare import ratio_consistency, render_consistency
 
     base = [100.0] * 9
     faster = [130.0, 128, 131, 129, 130, 127, 132, 130, 129]
@@ -285,7 +286,7 @@ def test_a_difference_inside_the_margin_is_not_called():
 
 
 def test_a_window_settles_for_about_a_tenth_of_a_second_before_its_clock():
-    from bench.timing import SETTLE_MAX_STEPS, SETTLE_S, settle_steps
+    from bench.measure.timing import SETTLE_MAX_STEPS, SETTLE_S, settle_steps
 
     assert settle_steps(0.004) == round(SETTLE_S / 0.004) == 25  # a CIFAR ResNet inference step
     assert settle_steps(0.06) == 2 and settle_steps(0.3) == 0  # a VGG training step: none

@@ -3,7 +3,7 @@ chosen by UUID, every allocation failure recorded as OOM, and TF32 through PyTor
 
 import pytest
 
-from bench.monitors import PEAK_FLOPS, is_allocation_failure, nvml_handle, peak_flops
+from bench.measure.monitors import PEAK_FLOPS, is_allocation_failure, nvml_handle, peak_flops
 
 
 def test_peak_flops_by_exact_product_name_and_none_for_an_unknown_card():
@@ -99,7 +99,7 @@ def test_tf32_through_the_current_api_and_legacy_readers_still_work():
 
 
 def test_launch_bound_gpu_steps_get_longer_and_more_windows():
-    from bench.timing import SHORT_STEP_MIN_STEPS, SHORT_STEP_WINDOWS, window_plan
+    from bench.measure.timing import SHORT_STEP_MIN_STEPS, SHORT_STEP_WINDOWS, window_plan
 
     short = window_plan(0.004, "cuda", min_window_s=0.25, windows=6, max_window_steps=1000)
     assert short.windows == SHORT_STEP_WINDOWS and short.steps == 250  # 1 s of 4 ms steps, above 200
@@ -120,8 +120,8 @@ def test_the_runner_times_as_many_windows_as_the_rule_asks(tmp_path, monkeypatch
     import os
 
     from bench.config import build_plan
-    from bench.records import RunStore
-    from bench.runner import Runner
+    from bench.execute.runner import Runner
+    from bench.store.records import RunStore
 
     monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
     plan = build_plan(dict(frameworks=["torch"], models=["resnet20_cifar"], batch_sizes=[2], modes=["infer"],

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from bench.config import PRESETS, Config, build_plan
-from bench.estimate import estimate, load_history, this_device_key
-from bench.records import make_record
+from bench.execute.estimate import estimate, load_history, this_device_key
+from bench.store.records import make_record
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 H200 = ("cuda", "NVIDIA H200")
@@ -53,7 +53,7 @@ def test_another_model_is_scaled_by_its_forward_flops():
 
 
 def test_every_sweep_prints_its_estimate_before_it_starts(tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from bench.commands.cli import main
 
     monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
     monkeypatch.setenv("CNN_BENCH_FAKE", "{}")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from bench.backends import recipe
-from bench.profiling import flow_report
-from bench.profiling.flow_report import first_to_last, sensitivity, state, write_flow_report
-from bench.profiling.gradients import MEASURES, _record
+from bench.studies.gradient_flow import flow_report
+from bench.studies.gradient_flow.flow_report import first_to_last, sensitivity, state, write_flow_report
+from bench.studies.gradient_flow.gradients import MEASURES, _record
 from implementations import get_spec, is_installed
 from implementations.lowering import CONV, LINEAR, lower
 
@@ -32,7 +32,7 @@ def _torch_figures(name: str, scale: dict[str, float]):
     named layers' weights by the given factors."""
     torch = pytest.importorskip("torch")
     from bench.backends.torch_backend import loss_of
-    from bench.profiling.gradients import torch_measures, torch_model, weight_layers
+    from bench.studies.gradient_flow.gradients import torch_measures, torch_model, weight_layers
 
     model = torch_model(name, 32, 0).train()
     layers = weight_layers(name, 32)
@@ -221,7 +221,7 @@ def test_the_report_with_no_steps_judges_initialisation_only(tmp_path):
 
 
 def _engines_run(request, tmp_path) -> dict:
-    from bench.profiling.run import run_engine
+    from bench.studies.profiling.run import run_engine
 
     results = {e: run_engine(e, "gradient_flow", asdict(request), tmp_path, 600) for e in ENGINES}
     assert all("error" not in r for r in results.values()), results
@@ -231,7 +231,7 @@ def _engines_run(request, tmp_path) -> dict:
 def test_every_engine_records_the_same_measures(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
-    from bench.profiling.run import GradientFlowRequest
+    from bench.studies.profiling.run import GradientFlowRequest
 
     request = GradientFlowRequest(models=("resnet8_cifar", "plain8_cifar_nobn"), engines=(), batch_size=2, steps=1)
     results = _engines_run(request, tmp_path)
@@ -264,7 +264,7 @@ def test_a_blown_up_first_update_and_a_divergence_read_alike_in_every_engine(tmp
     diverged in every engine (Keras on JAX keeps a finite loss there)."""
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
-    from bench.profiling.run import GradientFlowRequest
+    from bench.studies.profiling.run import GradientFlowRequest
 
     request = GradientFlowRequest(models=("resnet8_cifar", "resnet8_cifar_nobn"), engines=(), batch_size=2, steps=3,
                                   lr_scale=1e7)  # fmt: skip
@@ -324,7 +324,7 @@ def test_gradient_flow_end_to_end_on_the_smallest_depth(tmp_path):
 
 
 def test_bad_gradient_flow_input_exits_2_naming_what_is_valid(capsys):
-    from bench.cli import main
+    from bench.commands.cli import main
 
     assert main(["gradient-flow", "--depths", "21"]) == 2
     assert "6n+2" in capsys.readouterr().err

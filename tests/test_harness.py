@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import Config, Settings, UsageError, build_plan
-from bench.records import RunStore, load_records
-from bench.runner import Runner
+from bench.execute.runner import Runner
+from bench.store.records import RunStore, load_records
 from tests.handmade import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def test_a_sigkilled_worker_is_recorded_and_earlier_records_stay(tmp_path, monke
 
 def test_every_record_has_every_field_and_the_environment(tmp_path, monkeypatch):
     (record,) = sweep(tmp_path, plan_for([2]), {}, monkeypatch)
-    from bench.records import RECORD_FIELDS
+    from bench.store.records import RECORD_FIELDS
 
     (line,) = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
     assert set(RECORD_FIELDS) <= set(json.loads(line))  # every field on disk, None where not measured
@@ -133,9 +133,9 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes(tmp_path):
 
 
 def test_a_missing_framework_is_reported_and_recorded_as_skipped(tmp_path, monkeypatch):
-    import bench.runner
+    import bench.execute.runner
 
-    monkeypatch.setattr(bench.runner, "is_installed", lambda framework: framework != "keras-tensorflow")
+    monkeypatch.setattr(bench.execute.runner, "is_installed", lambda framework: framework != "keras-tensorflow")
     records = sweep(tmp_path, plan_for([2], frameworks=["torch", "tensorflow"]), {}, monkeypatch)
     status = {r.framework: r for r in records}
     assert status["torch"].status == "ok"

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from bench.html import compare_page, index_page, run_page
+from bench.report.html import compare_page, index_page, run_page
 from tests.handmade import BASE, FASTER, SLOWER, pair, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

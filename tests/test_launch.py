@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import folders, launch
-from bench.cli import main
-from bench.records import read_results
+from bench.commands.cli import main
+from bench.execute import launch
+from bench.store import folders
+from bench.store.records import read_results
 from tests.handmade import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,7 +174,7 @@ def test_profile_stopped_by_a_signal_leaves_no_worker_and_no_profile(tmp_path, s
     out = tmp_path / "profile"
     process = start("profile", "resnet20_cifar", "--frameworks", "torch", "--device", "cpu", "--batch-size", "2",
                     "--windows", "6", "--min-window-s", "0", "--out", str(out))  # fmt: skip
-    stderr = stop_when_running(process, signum, "bench.profiling.worker")
+    stderr = stop_when_running(process, signum, "bench.studies.profiling.worker")
     if signum != signal.SIGKILL:
         assert f"nothing written to {out}" in stderr
     assert not (out / "profile.json").exists() and not (out / "profile.md").exists()
@@ -184,7 +185,7 @@ def test_gradient_flow_stopped_by_a_signal_leaves_no_worker(tmp_path, signum):
     out = tmp_path / "flow"
     process = start("gradient-flow", "--depths", "20", "--frameworks", "torch", "--batch-size", "2", "--steps", "1",
                     "--out", str(out))  # fmt: skip
-    stop_when_running(process, signum, "bench.profiling.worker")
+    stop_when_running(process, signum, "bench.studies.profiling.worker")
     assert not (out / "gradient_flow.json").exists()
 
 
@@ -226,7 +227,7 @@ def _is_rank(pid: int) -> bool:
         leader = os.getsid(pid) == pid
     except OSError:
         return False
-    return "bench.scaleout.replica_torch" in line and "torch.distributed.run" not in line and leader
+    return "bench.studies.scaling.replica_torch" in line and "torch.distributed.run" not in line and leader
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
@@ -234,9 +235,9 @@ def test_submit_local_stopped_by_a_signal_leaves_no_job_shard_runner_or_worker(t
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"
     process = start("--shards", "2", "--local", "--out", str(out), "--", "--preset", "smoke", "--min-window-s", "0",
-                    "--windows", "6", module="bench.scaleout.submit", env=fake_env(hang_batch=4))  # fmt: skip
-    assert wait_until(lambda: running(process, "bench.worker_process") is not None, 120)
-    below = running(process, "bench.worker_process") or []
+                    "--windows", "6", module="bench.execute.submit", env=fake_env(hang_batch=4))  # fmt: skip
+    assert wait_until(lambda: running(process, "bench.execute.worker") is not None, 120)
+    below = running(process, "bench.execute.worker") or []
     assert any("submitit" in command_line(p) for p in below)  # the job launcher and the job are below it too
     process.send_signal(signum)
     stderr = check_stopped(process, signum, below)

@@ -9,12 +9,12 @@ import os
 
 import pytest
 
-from bench import tables
 from bench.config import Config, build_plan
-from bench.monitors import ProcessMemory
-from bench.records import Record, RunStore, make_record
-from bench.report import render_markdown
-from bench.runner import Runner, WorkerClient
+from bench.execute.runner import Runner, WorkerClient
+from bench.measure.monitors import ProcessMemory
+from bench.report import tables
+from bench.report.run import render_markdown
+from bench.store.records import Record, RunStore, make_record
 from implementations import get_spec, is_installed
 from implementations.lowering import lower
 

@@ -52,7 +52,7 @@ def test_bn_free_variants_differ_from_their_twins_only_by_batch_norm():
 @pytest.mark.parametrize("name", ["resnet20_cifar", "vgg11_bn"])
 def test_torch_stage_models_chained_give_the_whole_models_output(name):
     torch = pytest.importorskip("torch")
-    from bench.profiling.torch_engine import _stage_models
+    from bench.studies.profiling.torch_engine import _stage_models
 
     spec = get_spec(name)
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def test_keras_stage_models_chained_give_the_whole_models_output():
 
 
 def test_operator_names_of_both_profilers_map_to_one_vocabulary():
-    from bench.profiling.categories import CATEGORIES, tf_category, torch_category
+    from bench.studies.profiling.categories import CATEGORIES, tf_category, torch_category
 
     assert torch_category("aten::mkldnn_convolution") == "convolution"
     assert torch_category("aten::convolution_backward") == "convolution"
@@ -173,7 +173,7 @@ def test_keras_on_jax_is_profiled_by_stage_and_its_missing_categories_are_said(t
     ],
 )
 def test_bad_profile_input_exits_2_naming_what_is_valid(arguments, message, capsys):
-    from bench.cli import main
+    from bench.commands.cli import main
 
     assert main(arguments) == 2
     assert message in capsys.readouterr().err
@@ -184,7 +184,7 @@ def test_every_engine_profiles_equal_work_per_stage(tmp_path):
     same output and the same set of gradients (parameters, and the stage's input for every stage but the first:
     no engine computes a gradient for the network's input). A residual net and a VGG (whose flattening linear
     layer reorders its inputs between layouts)."""
-    from bench.profiling.run import ProfileRequest, run_engine
+    from bench.studies.profiling.run import ProfileRequest, run_engine
 
     engines = [e for e in ("torch", "keras-tensorflow", "keras-jax") if is_installed(e)]
     models = ["resnet20_cifar", "vgg11_bn"]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import provenance
-from bench.atomic import write_json
-from bench.cli import main
-from bench.provenance import git_state, stamp
+from bench.commands.cli import main
+from bench.store import provenance
+from bench.store.atomic import write_json
+from bench.store.provenance import git_state, stamp
 
 SMOKE = ["run", "--preset", "smoke", "--frameworks", "torch", "--modes", "infer", "--no-report"]
 
@@ -67,7 +67,7 @@ def test_a_resumed_run_appends_its_own_segment_and_keeps_the_first(tmp_path, fak
 
 
 def test_an_interrupted_run_records_its_end_and_how_it_ended(tmp_path, fake, monkeypatch):
-    from bench.runner import Runner
+    from bench.execute.runner import Runner
 
     def stop(self, retry_errors=False):
         raise KeyboardInterrupt
@@ -80,7 +80,7 @@ def test_an_interrupted_run_records_its_end_and_how_it_ended(tmp_path, fake, mon
 
 
 def test_a_crashed_run_records_what_is_known(tmp_path, fake, monkeypatch):
-    from bench.runner import Runner
+    from bench.execute.runner import Runner
 
     def crash(self, retry_errors=False):
         raise RuntimeError("the disk caught fire")
@@ -131,7 +131,7 @@ def test_git_modified_ignores_results_and_sees_any_other_change(tmp_path):
 
 
 def test_a_profile_study_json_carries_the_same_fields(tmp_path, monkeypatch):
-    from bench.profiling import run as profiling
+    from bench.studies.profiling import run as profiling
 
     monkeypatch.setattr(profiling, "run_engine", lambda engine, *rest: {"engine": engine, "error": "not here"})
     request = profiling.GradientFlowRequest(models=("resnet20_cifar",), engines=("torch",))
@@ -143,7 +143,7 @@ def test_a_profile_study_json_carries_the_same_fields(tmp_path, monkeypatch):
 
 
 def test_the_overhead_json_carries_them_beside_its_results(tmp_path, monkeypatch):
-    from bench import overhead
+    from bench.studies import overhead
 
     result = {"framework": "torch", "env": {}, "cases": [], "noop_step_us": 0.07}
 
@@ -156,12 +156,12 @@ def test_the_overhead_json_carries_them_beside_its_results(tmp_path, monkeypatch
     assert overhead.main(["--frameworks", "torch", "--json", str(path)]) == 0
     data = json.loads(path.read_text())
     assert data["results"] == [result]
-    assert data["env"]["command_line"] == f"python -m bench.overhead --frameworks torch --json {path}"
+    assert data["env"]["command_line"] == f"python -m bench.studies.overhead --frameworks torch --json {path}"
     assert data["env"]["wall_s"] >= 0 and data["env"]["segments"][0]["outcome"] == "completed"
 
 
 def test_a_scaling_folder_env_json_gets_its_end(tmp_path, monkeypatch):
-    from bench.scaleout import scaling, scaling_report
+    from bench.studies.scaling import scaling, scaling_report
 
     monkeypatch.setattr(scaling, "run_scaling", lambda request, out, say: [])
     monkeypatch.setattr(scaling_report, "write_scaling_report", lambda out, env: _write(out / "scaling.md"))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import Config
-from bench.records import Record, RunStore, make_record, read_results
+from bench.store.records import Record, RunStore, make_record, read_results
 from tests.handmade import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -535,7 +535,7 @@ def test_a_complete_pytest_benchmark_file_still_reports(tmp_path, capsys):
 
 
 class FullDisk:
-    """bench.atomic's one write call, failing as a disk that fills: `room` calls go through, the next
+    """bench.store.atomic's one write call, failing as a disk that fills: `room` calls go through, the next
     writes half its bytes, and every later one raises ENOSPC."""
 
     def __init__(self, room: int):
@@ -553,10 +553,10 @@ class FullDisk:
 
 
 def count_writes(monkeypatch, action) -> int:
-    import bench.atomic
+    import bench.store.atomic
 
     counter = FullDisk(10**9)
-    monkeypatch.setattr(bench.atomic, "_write", counter)
+    monkeypatch.setattr(bench.store.atomic, "_write", counter)
     action()
     monkeypatch.undo()
     return counter.calls
@@ -577,14 +577,14 @@ def assert_whole(folder: Path) -> None:
 
 
 def test_report_on_a_full_disk_exits_1_and_leaves_the_earlier_report_whole(tmp_path, monkeypatch, capsys):
-    import bench.atomic
+    import bench.store.atomic
 
     run = finished_run(tmp_path / "run")  # its report is rendered: report.md, summary.csv, plots
     before = folder_state(run)
     writes = count_writes(monkeypatch, lambda: main(["report", str(run)]))
     assert writes >= 3
     for room in range(writes):
-        monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
+        monkeypatch.setattr(bench.store.atomic, "_write", FullDisk(room))
         assert main(["report", str(run)]) == 1
         err = capsys.readouterr().err
         assert "cannot write" in err and "No space left on device" in err and "Traceback" not in err
@@ -595,7 +595,7 @@ def test_report_on_a_full_disk_exits_1_and_leaves_the_earlier_report_whole(tmp_p
 
 
 def test_resume_on_a_full_disk_exits_1_and_leaves_no_half_record(tmp_path, monkeypatch, capsys):
-    import bench.atomic
+    import bench.store.atomic
 
     run = finished_run(tmp_path / "run")
     lines = (run / "results.jsonl").read_bytes().splitlines(keepends=True)
@@ -604,7 +604,7 @@ def test_resume_on_a_full_disk_exits_1_and_leaves_no_half_record(tmp_path, monke
     monkeypatch.setenv("CNN_BENCH_BACKEND", "fake")
     # env.json's open segment goes through; the record's line is half written, then ENOSPC, and so is env.json's
     # closing write (its open segment stays: the run was not finished).
-    monkeypatch.setattr(bench.atomic, "_write", FullDisk(1))
+    monkeypatch.setattr(bench.store.atomic, "_write", FullDisk(1))
     assert main(["run", "--resume", str(run), "--no-report"]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and f"--resume {run}" in err
@@ -673,24 +673,24 @@ def no_engine(engine, task, request, out, timeout_s):
 
 
 def test_gradient_flow_on_a_full_disk_exits_1_whole_files_only_and_runs_again_there(tmp_path, monkeypatch, capsys):
-    import bench.atomic
-    import bench.profiling.run
+    import bench.store.atomic
+    import bench.studies.profiling.run
 
-    monkeypatch.setattr(bench.profiling.run, "run_engine", no_engine)
+    monkeypatch.setattr(bench.studies.profiling.run, "run_engine", no_engine)
     argv = ["gradient-flow", "--depths", "8", "--steps", "1", "--batch-size", "2"]
     counter = FullDisk(10**9)
-    monkeypatch.setattr(bench.atomic, "_write", counter)
+    monkeypatch.setattr(bench.store.atomic, "_write", counter)
     assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
     writes = counter.calls
     assert writes == 3  # gradient_flow.json, .csv, .md
     for room in range(writes):
         out = tmp_path / f"full-{room}"
-        monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
+        monkeypatch.setattr(bench.store.atomic, "_write", FullDisk(room))
         assert main([*argv, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert "No space left on device" in err and "Traceback" not in err
         assert_whole(out)
-        monkeypatch.setattr(bench.atomic, "_write", os.write)
+        monkeypatch.setattr(bench.store.atomic, "_write", os.write)
         assert main([*argv, "--out", str(out)]) == 0  # the folder is not taken by the study that failed
         report = (out / "gradient_flow.md").read_text()
         assert "stopped for the test" in report and report.rstrip().endswith("No engine produced figures.")
@@ -704,8 +704,8 @@ def test_gradient_flow_on_a_full_disk_exits_1_whole_files_only_and_runs_again_th
 def test_scale_on_a_full_disk_exits_1_with_whole_files_only(tmp_path, monkeypatch, capsys):
     from dataclasses import replace
 
-    import bench.atomic
-    import bench.scaleout.scaling as scaling
+    import bench.store.atomic
+    import bench.studies.scaling.scaling as scaling
     from implementations import get_spec
     from implementations.lowering import params_count
 
@@ -718,18 +718,18 @@ def test_scale_on_a_full_disk_exits_1_with_whole_files_only(tmp_path, monkeypatc
     monkeypatch.setattr(scaling, "measure", failed_job)
     argv = ["scale", "--frameworks", "torch", "--replicas", "2", "--batch-size", "2"]
     counter = FullDisk(10**9)
-    monkeypatch.setattr(bench.atomic, "_write", counter)
+    monkeypatch.setattr(bench.store.atomic, "_write", counter)
     assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
     assert counter.calls == 7  # env.json (open, then closed), scale_request.json, 2 records, scaling.csv, scaling.md
     for room in range(counter.calls):
         out = tmp_path / f"full-{room}"
-        monkeypatch.setattr(bench.atomic, "_write", FullDisk(room))
+        monkeypatch.setattr(bench.store.atomic, "_write", FullDisk(room))
         assert main([*argv, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert "No space left on device" in err and "Traceback" not in err
         assert_whole(out)
         if not (out / "scaling.jsonl").exists():  # no record was kept: the folder takes the study again
-            monkeypatch.setattr(bench.atomic, "_write", os.write)
+            monkeypatch.setattr(bench.store.atomic, "_write", os.write)
             assert main([*argv, "--out", str(out)]) == 0
             capsys.readouterr()
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from bench import tables
-from bench.cli import main
-from bench.compare import compare_runs
+from bench.commands.cli import main
 from bench.config import Config
-from bench.records import RECORD_FIELDS, Record, RecordError, make_record
-from bench.report import write_report
-from bench.stats import iqr, latency_summary, median, percentile, throughput_summary
+from bench.measure.stats import iqr, latency_summary, median, percentile, throughput_summary
+from bench.report import tables
+from bench.report.compare import compare_runs
+from bench.report.run import write_report
+from bench.store.records import RECORD_FIELDS, Record, RecordError, make_record
 
 
 def rec(framework, model, batch, img_s, mode="train", status="ok", memory=None, spread=0.01, **extra):
@@ -101,7 +101,7 @@ def test_golden_tables_in_the_markdown_report(tmp_path):
 
 
 def test_csv_round_trip(tmp_path):
-    from bench.report import write_csv
+    from bench.report.run import write_csv
 
     write_csv(RECORDS, tmp_path / "summary.csv")
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
@@ -124,7 +124,7 @@ def test_sanity_flags_trip_on_records_built_to_trip_them():
 
 
 def test_plots_are_valid_non_empty_pngs(tmp_path):
-    from bench.plots import write_plots
+    from bench.report.plots import write_plots
 
     files = write_plots(RECORDS, tmp_path)
     assert {f.name.split("_train")[0] for f in files} == {

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import stats, tables
-from bench.monitors import HEAP_SOURCE, POOL_SOURCE
-from bench.report import load_source, render_markdown, trust_summary
+from bench.measure import stats
+from bench.measure.monitors import HEAP_SOURCE, POOL_SOURCE
+from bench.report import tables
+from bench.report.run import load_source, render_markdown, trust_summary
 from tests.handmade import BASE, pair, record
 
 RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.scaleout.scaling import ScaleRecord
-from bench.scaleout.scaling_report import efficiency
+from bench.studies.scaling.scaling import ScaleRecord
+from bench.studies.scaling.scaling_report import efficiency
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [

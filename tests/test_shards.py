@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import PRESETS, build_plan
-from bench.records import load_records
-from bench.runner import cell_key
-from bench.scaleout.shards import parse_shard, shard_plan
+from bench.execute.runner import cell_key
+from bench.execute.shards import parse_shard, shard_plan
+from bench.store.records import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--preset", "smoke", "--min-window-s", "0", "--windows", "6"]
@@ -90,7 +90,7 @@ def test_a_shard_resumes_like_any_run(tmp_path, fake):
 
 def test_shards_submitted_through_submitits_local_executor_merge_into_the_whole_sweep(tmp_path, fake):
     submitit = pytest.importorskip("submitit")
-    from bench.scaleout.submit import submit_shards
+    from bench.execute.submit import submit_shards
 
     executor = submitit.LocalExecutor(folder=tmp_path / "logs")
     executor.update_parameters(timeout_min=10)
@@ -128,8 +128,8 @@ def _copy(two_shards: Path, tmp_path: Path) -> tuple[Path, Path]:
 # (its plan.json and env.json are written by then).
 STOPPED_MERGE = """
 import os, sys, time
-import bench.scaleout.shards as shards
-from bench.cli import main
+import bench.execute.shards as shards
+from bench.commands.cli import main
 write_bytes = shards.write_bytes
 def stop_at_the_records(path, data):
     if path.name == "results.jsonl":
@@ -194,7 +194,7 @@ def test_a_shard_with_a_torn_tail_merges_with_a_warning_naming_it(tmp_path, two_
 
 
 def test_a_second_merge_into_one_folder_exits_2_naming_the_first(tmp_path, two_shards, capsys):
-    from bench import folders
+    from bench.store import folders
 
     s1, s2 = _copy(two_shards, tmp_path)
     out = tmp_path / "merged"

@@ -1,6 +1,6 @@
 """The inter-op benchmark: two harness workers per cell, alternating windows, a paired ratio per cell."""
 
-from bench.tf_threads import measure, render
+from bench.studies.tf_threads import measure, render
 
 
 def test_each_cell_is_paired_across_the_two_pools_and_rendered(tmp_path, monkeypatch):

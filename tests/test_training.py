@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.cli import main
+from bench.commands.cli import main
 from bench.studies import train_data
 from bench.studies.train_data import Batches, DataError, epoch_order, load_cifar10, write_cifar_archive
 from bench.studies.train_report import (

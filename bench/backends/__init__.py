@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..config import Config, Settings
+    from bench.config import Config, Settings
 
 
 @dataclass
@@ -120,19 +120,19 @@ class MallocBacked:
 def get_backend(framework: str) -> Backend:
     """The backend for a framework; CNN_BENCH_BACKEND=fake selects the test double for either."""
     if os.environ.get("CNN_BENCH_BACKEND") == "fake":
-        from .fake_backend import FakeBackend
+        from bench.backends.fake_backend import FakeBackend
 
         return FakeBackend(framework)
     if framework == "torch":
-        from .torch_backend import TorchBackend
+        from bench.backends.torch_backend import TorchBackend
 
         return TorchBackend()
     if framework == "keras-tensorflow":
-        from .tf_backend import TensorFlowBackend
+        from bench.backends.tf_backend import TensorFlowBackend
 
         return TensorFlowBackend()
     if framework == "keras-jax":
-        from .jax_backend import JaxBackend
+        from bench.backends.jax_backend import JaxBackend
 
         return JaxBackend()
     raise ValueError(f"no backend for framework {framework!r}")

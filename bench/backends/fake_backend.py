@@ -15,11 +15,10 @@ import os
 import signal
 import time
 
+from bench.backends import MallocBacked, Prepared, StepHook
+from bench.config import Config, Settings
 from implementations import get_spec
 from implementations.lowering import flops_per_image
-
-from ..config import Config, Settings
-from . import MallocBacked, Prepared, StepHook
 
 
 class FakeOutOfMemory(RuntimeError):

@@ -19,17 +19,16 @@ from typing import Any
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere in this process
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # take GPU memory as needed, as the others
 
+from bench.backends import MallocBacked, Prepared, StepHook  # noqa: E402
+from bench.config import Config, Settings  # noqa: E402
+from bench.measure.monitors import is_allocation_failure  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
-
-from ..config import Config, Settings  # noqa: E402
-from ..monitors import is_allocation_failure  # noqa: E402
-from . import MallocBacked, Prepared, StepHook  # noqa: E402
 
 jax = require("keras-jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .keras_recipe import loss_function, make_optimizer  # noqa: E402
+from bench.backends.keras_recipe import loss_function, make_optimizer  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -242,11 +241,10 @@ class JaxBackend(MallocBacked):
         import tempfile
         from pathlib import Path
 
+        from bench.studies.profiling.xplane import categories_from_trace
         from implementations import get_spec
         from implementations.keras_models import keras_name
         from implementations.lowering import lower
-
-        from ..profiling.xplane import categories_from_trace
 
         layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
         prepared.step()

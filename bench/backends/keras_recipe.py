@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from .recipe import MOMENTUM, learning_rate
+from bench.backends.recipe import MOMENTUM, learning_rate
 
 
 def make_optimizer(scale: float = 1.0, loss_scaling: bool = False):

@@ -4,7 +4,7 @@ the Keras mixed-precision policy for bf16/fp16, memory growth on every GPU.
 A built model is kept for the next configuration of the same model, size, precision and compile
 setting, so a model is built once per worker. Each mode and batch size gets its own step, traced for its
 static shape (the previous one is dropped first, so its graph is not counted in the next peak): a batch-polymorphic signature (None batch dimension) made ResNet-20 CIFAR training 1.08x
-slower [0.91-0.97] on our CPU (`python -m bench.tf_signature`), so it is not used."""
+slower [0.91-0.97] on our CPU (`python -m bench.studies.tf_signature`), so it is not used."""
 
 from __future__ import annotations
 
@@ -16,16 +16,15 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a worker of its own
 
+from bench.backends import Prepared, StepHook  # noqa: E402
+from bench.config import Config, Settings  # noqa: E402
+from bench.measure.monitors import is_allocation_failure  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
-
-from ..config import Config, Settings  # noqa: E402
-from ..monitors import is_allocation_failure  # noqa: E402
-from . import Prepared, StepHook  # noqa: E402
 
 tf = require("keras-tensorflow", torch_first=False)  # this worker never loads torch, so never triton
 import keras  # noqa: E402
 
-from .keras_recipe import loss_function, make_optimizer  # noqa: E402
+from bench.backends.keras_recipe import loss_function, make_optimizer  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -218,11 +217,10 @@ class TensorFlowBackend:
         import tempfile
         from pathlib import Path
 
+        from bench.studies.profiling.xplane import categories_from_trace
         from implementations import get_spec
         from implementations.keras_models import keras_name
         from implementations.lowering import lower
-
-        from ..profiling.xplane import categories_from_trace
 
         layer_ops = {keras_name(layer.name): layer.op for layer in lower(get_spec(config.model), config.image_size)}
         with tempfile.TemporaryDirectory(prefix="cnn-bench-explain-") as logdir:

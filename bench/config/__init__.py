@@ -9,8 +9,8 @@ edge (CLI, preset files) and raises UsageError with what was received and what i
 - expand: options to a Plan, ordered for the runner
 """
 
-from .expand import DEFAULTS, build_plan, order_configs
-from .options import (
+from bench.config.expand import DEFAULTS, build_plan, order_configs
+from bench.config.options import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_SIZE,
     OPTIONS,
@@ -23,8 +23,19 @@ from .options import (
     physical_memory_bytes,
     resolve_device,
 )
-from .presets import IMAGENET_MODELS, PRESETS, default_preset_name, detect_gpu, load_preset
-from .types import COMPILE, DEVICES, LAYOUTS, MODES, PRECISIONS, TORCH_COMPILE_MODES, Config, Plan, Settings, UsageError
+from bench.config.presets import IMAGENET_MODELS, PRESETS, default_preset_name, detect_gpu, load_preset
+from bench.config.types import (
+    COMPILE,
+    DEVICES,
+    LAYOUTS,
+    MODES,
+    PRECISIONS,
+    TORCH_COMPILE_MODES,
+    Config,
+    Plan,
+    Settings,
+    UsageError,
+)
 
 __all__ = [
     "COMPILE", "DEFAULTS", "DEVICES", "IMAGENET_MODELS", "LAYOUTS", "MAX_BATCH_SIZE", "MAX_IMAGE_SIZE", "MODES",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+from bench.config.options import OPTIONS, check_image_fits, expand_models, parse_frameworks, resolve_device
+from bench.config.types import LAYOUTS, MODES, PRECISIONS, Config, Plan, Settings, UsageError
 from implementations import FRAMEWORKS, get_spec, list_models
 from implementations.specs import check_image_size
-
-from .options import OPTIONS, check_image_fits, expand_models, parse_frameworks, resolve_device
-from .types import LAYOUTS, MODES, PRECISIONS, Config, Plan, Settings, UsageError
 
 DEFAULTS = dict(
     compile=["off"], layouts=["auto"], device="auto", threads=0, warmup_steps=3, windows=6,

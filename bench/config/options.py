@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config.types import COMPILE, DEVICES, LAYOUTS, MODES, PRECISIONS, TORCH_COMPILE_MODES, UsageError
 from implementations import get_spec, list_models
 from implementations.frameworks import canonical_framework
 from implementations.specs import ModelNotFoundError, check_image_size
-
-from .types import COMPILE, DEVICES, LAYOUTS, MODES, PRECISIONS, TORCH_COMPILE_MODES, UsageError
 
 # --- the option schema: one check for preset files and the command line ------------------------------
 
@@ -453,7 +452,7 @@ def _models_rule(v: dict, local: bool) -> None:
 
 
 def _profile_rule(v: dict, local: bool) -> None:
-    from ..profiling.run import PROFILED_ENGINES
+    from bench.studies.profiling.run import PROFILED_ENGINES
 
     spec = model_spec(v["model"])
     v["model"] = spec.name
@@ -470,7 +469,7 @@ def _profile_rule(v: dict, local: bool) -> None:
 
 
 def _gradient_flow_rule(v: dict, local: bool) -> None:
-    from ..profiling.run import GRADIENT_FLOW_ENGINES
+    from bench.studies.profiling.run import GRADIENT_FLOW_ENGINES
 
     v["depths"] = tuple(dict.fromkeys(v["depths"]))
     v["engines"] = check_engines(v["frameworks"], GRADIENT_FLOW_ENGINES, "run the gradient-flow study")
@@ -478,7 +477,7 @@ def _gradient_flow_rule(v: dict, local: bool) -> None:
 
 
 def _scale_rule(v: dict, local: bool) -> None:
-    from ..scaleout.scaling import STRATEGIES
+    from bench.studies.scaling.scaling import STRATEGIES
 
     specs = [get_spec(name) for name in expand_models(v["models"])]
     v["models"] = tuple(spec.name for spec in specs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import OPTIONS, detect_gpu
-from .types import UsageError
+from bench.config.options import OPTIONS, detect_gpu
+from bench.config.types import UsageError
 
 # --- presets ----------------------------------------------------------------------------------------
 

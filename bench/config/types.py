@@ -68,7 +68,7 @@ class Settings:
     torch_compile_mode: str = "default"
     timeout_s: float = 600.0
     # TensorFlow's inter-op pool (0: as many threads as the intra-op pool, `threads`). 0 is the default:
-    # `python -m bench.tf_threads` measured it against 1 on the default CPU cells in paired workers
+    # `python -m bench.studies.tf_threads` measured it against 1 on the default CPU cells in paired workers
     # (results/tf-threads/20261202-cpu, 2-core Xeon): faster in 6 of 16 cells (training, 1.20-1.48x), slower in none.
     tf_inter_op_threads: int = 0
     # A short profiled pass after each cell's windows (untimed) gives each record its operator categories: the

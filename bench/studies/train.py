@@ -17,7 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..backends.recipe import describe
+from bench.backends.recipe import describe
+from bench.execute import launch
 
 ENGINES = ("torch", "keras-tensorflow", "keras-jax")
 KINDS = ("plain", "resnet")
@@ -61,16 +62,12 @@ class TrainRequest:
 
 def _start(engine: str, request: TrainRequest, out: Path, scratch: Path):
     """Start the engine's worker; (process, its log handle, its result path)."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if engine.startswith("keras-"):
-        env["KERAS_BACKEND"] = engine.removeprefix("keras-")
+    extra = {"KERAS_BACKEND": engine.removeprefix("keras-")} if engine.startswith("keras-") else {}
     request_path, result_path = scratch / f"request-{engine}.json", scratch / f"result-{engine}.json"
     request_path.write_text(json.dumps(request.to_dict()))
     log = (out / f"worker-{engine}.log").open("w")
-    command = [sys.executable, "-m", "bench.studies.train_worker", engine, str(request_path), str(result_path)]
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log, result_path
+    command = launch.python_module("bench.studies.train_worker", engine, str(request_path), str(result_path))
+    return launch.start(command, env=launch.child_env(**extra), stdout=log, stderr=subprocess.STDOUT), log, result_path
 
 
 def _finish(engine: str, process, log, result_path: Path, deadline: float, timeout_s: float) -> dict:
@@ -84,9 +81,8 @@ def _finish(engine: str, process, log, result_path: Path, deadline: float, timeo
             lines = Path(log.name).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
             error = f"worker exited with {code}: {lines[0][:300]} (see {Path(log.name).name})"
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
         error = f"timed out after {timeout_s:g} s (see {Path(log.name).name})"
+    launch.reap(process)  # its tree with it, and forgotten by the launcher
     log.close()
     result = json.loads(result_path.read_text()) if result_path.exists() else {"engine": engine, "runs": []}
     if error is not None:
@@ -97,8 +93,8 @@ def _finish(engine: str, process, log, result_path: Path, deadline: float, timeo
 def run_study(request: TrainRequest, out: Path, say=print) -> Path:
     """Train in every engine of `request` into `out` (side by side when `request.parallel`, else one after
     another); returns the report's path."""
-    from ..records import host_env
-    from .train_report import write_training_report
+    from bench.store.records import host_env
+    from bench.studies.train_report import write_training_report
 
     out.mkdir(parents=True, exist_ok=True)
     started, load_start, env = time.monotonic(), os.getloadavg()[0], host_env()  # the commit that runs
@@ -236,7 +232,7 @@ def request_from_args(args) -> TrainRequest:
 
 def command(args, new_folder) -> int:
     """The `train` subcommand; `new_folder(label)` gives the output folder (the CLI's rule for studies)."""
-    from ..config import UsageError
+    from bench.config import UsageError
 
     try:
         request = request_from_args(args)

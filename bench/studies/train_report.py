@@ -12,7 +12,7 @@ import math
 import statistics
 from pathlib import Path
 
-from ..backends.recipe import BASE_LEARNING_RATE
+from bench.backends.recipe import BASE_LEARNING_RATE
 
 REFERENCE_ENGINE = "torch"
 TOO_EASY_ERROR = 0.01  # both depths below 1% final training error: the data set cannot show a degradation at the end

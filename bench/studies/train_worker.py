@@ -90,10 +90,9 @@ def evaluate(logits_of, images: np.ndarray, labels: np.ndarray) -> dict:
 def prepare_run(backend, engine: str, model: str, seed: int, request: dict, first_batch, dtype: str = "float32"):
     """The backend's prepared training step and the initial weights' digest; Keras engines get PyTorch's seeded
     initialisation (the torch backend's own `prepare`, as the equivalence tests do) through the weight transfer."""
+    from bench.backends import StepHook, get_backend
+    from bench.config import Config, Settings
     from implementations import torch_to_keras
-
-    from ..backends import StepHook, get_backend
-    from ..config import Config, Settings
 
     hook = StepHook(dtype=dtype, inputs=(first_batch[0],), labels=(first_batch[1],), dropout=0.0)
     settings = Settings(threads=request["threads"], seed=seed)
@@ -113,7 +112,7 @@ def prepare_run(backend, engine: str, model: str, seed: int, request: dict, firs
 
 
 def train_one(backend, engine: str, model: str, seed: int, data, request: dict, dtype: str = "float32") -> dict:
-    from .train_data import Batches, evaluation_subset
+    from bench.studies.train_data import Batches, evaluation_subset
 
     batches = Batches(data, request["batch_size"], seed)
     first_batch = next(iter(batches.epoch(1)))
@@ -179,8 +178,8 @@ def train_one(backend, engine: str, model: str, seed: int, data, request: dict, 
 def synthetic_throughput(backend, engine: str, model: str, request: dict, process_env: dict, memory) -> dict:
     """The harness's own measurement of this configuration on synthetic inputs: a Session's warm-up and timed
     windows (`python -m bench run`'s worker side), with the run's batch size, layout and threads."""
-    from ..config import Config, Settings
-    from ..session import Session
+    from bench.config import Config, Settings
+    from bench.measure.session import Session
 
     settings = Settings(windows=request["synthetic_windows"], min_window_s=request["synthetic_window_s"],
                         threads=request["threads"])  # fmt: skip
@@ -210,10 +209,10 @@ def main() -> int:
     if engine != "torch":
         import torch  # noqa: F401  (before TensorFlow: the initial weights come from PyTorch in this process too)
 
-    from ..backends import get_backend
-    from ..config import Settings
-    from ..monitors import ProcessMemory
-    from .train_data import load
+    from bench.backends import get_backend
+    from bench.config import Settings
+    from bench.measure.monitors import ProcessMemory
+    from bench.studies.train_data import load
 
     backend = get_backend(engine)
     process_env = backend.setup_process(Settings(threads=request["threads"]))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from bench.config import Settings
-from bench.runner import WorkerClient
+from bench.execute.runner import WorkerClient
 
 SUITE_WARMUP_STEPS = 3  # untimed steps after the first, always: allocator growth and caches settle
 

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from bench import stats
 from bench.config import Config
-from bench.records import host_env, make_record
+from bench.measure import stats
+from bench.store.records import host_env, make_record
 from implementations import is_installed
 from tests.benchmarks.conftest import SUITE_WARMUP_STEPS, StepClock, plan_rounds, suite_device
 

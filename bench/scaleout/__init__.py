@@ -1,1 +1,0 @@
-"""Beyond one device and one machine: sweeps split into shards that run anywhere and merge into one run."""

@@ -1,0 +1,120 @@
+"""One PyTorch replica of a data-parallel measurement, started by torchrun (one process per rank).
+
+    python -m torch.distributed.run --nproc-per-node N -m bench.studies.scaling.replica_torch REQUEST.json
+
+DistributedDataParallel over gloo (CPU) or NCCL (GPU). Every rank builds the same model from the same
+seed (DDP broadcasts rank 0's weights anyway) and trains on its own batch of the given per-replica size.
+Windows alternate between the full step (gradients all-reduced) and the same step under DDP's
+`no_sync()` (no gradient exchange); a window's time is the slowest rank's (an all-reduce of the maximum),
+after a barrier that starts every rank together. Rank 0 writes the result; each rank writes a
+`rank-R.done` file when it finishes, so a rank that died or hung can be named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    request = json.loads(Path(sys.argv[1]).read_text())
+    status_dir = Path(request["status_dir"])
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    (status_dir / f"rank-{rank}.started").write_text(str(os.getpid()))
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from bench.backends.torch_backend import TorchBackend, loss_of, make_optimizer
+    from bench.config import Settings
+    from bench.measure.timing import alternating
+    from implementations import build
+
+    # The backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in every other
+    # PyTorch path: without it a rank trained subnormal gradients many times slower.
+    process_env = TorchBackend().setup_process(
+        Settings(threads=request["threads_per_replica"], tf32=request.get("tf32", True))
+    )
+    cuda = request["device"] == "cuda"
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend)
+    if request.get("kill_rank") == rank:  # the fault test: this rank dies after joining the group
+        os.kill(os.getpid(), signal.SIGKILL)
+    if request.get("hang_rank") == rank:
+        time.sleep(3600)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
+    torch.manual_seed(request["seed"])
+    model = build(request["model"], "torch", image_size=request["image_size"], dropout=0.0).to(device)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    optimizer = make_optimizer(ddp.parameters())
+    generator = torch.Generator().manual_seed(request["seed"] + rank)
+    batch, size = request["batch_size"], request["image_size"]
+    images = torch.randn(batch, 3, size, size, generator=generator).to(device)
+    labels = torch.randint(0, 10, (batch,), generator=generator).to(device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(ddp(images), labels).backward()
+        optimizer.step()
+
+    def local_step():
+        optimizer.zero_grad(set_to_none=True)
+        with ddp.no_sync():
+            loss_of(ddp(images), labels).backward()
+        optimizer.step()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def slowest(seconds: float) -> float:
+        value = torch.tensor([seconds], dtype=torch.float64)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return float(value)
+
+    def window(function, steps: int) -> float:
+        dist.barrier()
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            function()
+        sync()
+        return slowest(time.perf_counter() - start)
+
+    first = window(step, 1)
+    for _ in range(request["warmup_steps"]):
+        step()
+        local_step()
+    probe = window(step, 2) / 2
+    steps = max(1, int(request["min_window_s"] / max(probe, 1e-6)) + 1)
+    full, local = [], []
+    for _, name in alternating(("full", "local"), request["windows"]):
+        if name == "full":
+            full.append(window(step, steps))
+        else:
+            local.append(window(local_step, steps))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device)
+    peaks = [None] * world
+    dist.all_gather_object(peaks, peak)
+    if rank == 0:
+        Path(request["result"]).write_text(json.dumps({
+            "first_step_s": first, "steps_per_window": steps, "full_window_s": full, "local_window_s": local,
+            "peak_memory_bytes_per_replica": peaks, "collective": backend, "world_size": world,
+            "memory_source": "max_memory_allocated" if cuda else "peak RSS of each rank's process",
+            "torch_version": torch.__version__, "process_env": process_env,
+        }))  # fmt: skip
+    dist.barrier()
+    dist.destroy_process_group()
+    (status_dir / f"rank-{rank}.done").write_text("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
