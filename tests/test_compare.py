@@ -77,13 +77,14 @@ def test_opposite_verdicts_from_different_machines_are_never_called_contradictio
 def test_merge_and_compare_judge_hardware_by_one_function(tmp_path, monkeypatch):
     from bench.execute import shards
     from bench.report import compare as compare_module
+    from bench.store import records as store
 
     folder = write_run(tmp_path / "a", [record("torch", "resnet20_cifar", 2, 100.0)], host=EPYC)
     source = load_source(folder)
     seen = compare_module.machine(source.env, source.records)
     assert shards.hardware_of(folder) == {"cpu_model": "AMD EPYC 7B13", "cpu_cores": 64, "gpus": []}
     assert (seen.cpu_model, seen.cpu_cores, seen.gpus) == ("AMD EPYC 7B13", 64, ())
-    monkeypatch.setattr(shards, "hardware", lambda env, records: {"cpu_model": "M", "cpu_cores": 7, "gpus": ["G"]})
+    monkeypatch.setattr(store, "hardware", lambda env, records: {"cpu_model": "M", "cpu_cores": 7, "gpus": ["G"]})
     seen = compare_module.machine(source.env, source.records)
     assert (seen.cpu_model, seen.cpu_cores, seen.gpus) == ("M", 7, ("G",))
 

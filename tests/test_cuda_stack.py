@@ -3,7 +3,8 @@ chosen by UUID, every allocation failure recorded as OOM, and TF32 through PyTor
 
 import pytest
 
-from bench.measure.monitors import PEAK_FLOPS, is_allocation_failure, nvml_handle, peak_flops
+from bench.backends import is_allocation_failure
+from bench.measure.monitors import PEAK_FLOPS, nvml_handle, peak_flops
 
 
 def test_peak_flops_by_exact_product_name_and_none_for_an_unknown_card():

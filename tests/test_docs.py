@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report.docs import Sources, render, run_docs
+from bench.commands.docs import Sources, render, run_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 R1 = "20261128-094532-cpu-cpu-default"
@@ -155,7 +155,7 @@ def test_a_block_figure_keeps_its_indentation_and_an_inline_one_its_place(tmp_pa
 def test_the_categories_figure_counts_the_findings_that_add_up():
     """'N of M': findings whose operator categories add up to the gap, of those profiled on both sides, as the
     run's own findings line says; a run without categories has no such figure."""
-    from bench.report.docs import FigureError, categories_add_up
+    from bench.commands.docs import FigureError, categories_add_up
     from bench.report.findings import findings
 
     sources = Sources(ROOT)
@@ -172,7 +172,7 @@ def test_the_categories_figure_counts_the_findings_that_add_up():
 
 
 def test_the_interval_figure_counts_the_findings_inside_the_gaps_own_interval():
-    from bench.report.docs import FigureError, categories_inside_interval
+    from bench.commands.docs import FigureError, categories_inside_interval
     from bench.report.findings import findings
 
     sources = Sources(ROOT)
@@ -190,7 +190,7 @@ def test_the_interval_figure_counts_the_findings_inside_the_gaps_own_interval():
 
 
 def test_the_suite_figure_reads_a_passing_log_and_refuses_a_failing_one(tmp_path):
-    from bench.report.docs import FigureError, suite
+    from bench.commands.docs import FigureError, suite
 
     (tmp_path / "results" / "tests").mkdir(parents=True)
     head = "# tox -e py on a clean clone of abc1234 (bash .ci/run), Some CPU, 2 cores, 2026-12-02\n"
@@ -218,7 +218,7 @@ def test_the_two_committed_training_studies_hold_the_same_curves_as_the_docs_say
 def test_settling_each_window_removed_the_cold_first_step_the_docs_quote():
     """docs/methodology.md: before the rule a window's first CIFAR ResNet step was up to 4x the median; after it,
     within a few percent."""
-    from bench.report.docs import _window_starts, window_first_step
+    from bench.commands.docs import _window_starts, window_first_step
 
     sources = Sources(ROOT)
     before = _window_starts(sources, "20261202-060804-cpu-cpu-default", "resnet*")

@@ -2,11 +2,11 @@
 
 import pytest
 
+from bench.backends.categories import OUTSIDE_OPERATORS
+from bench.backends.xplane import wall_shares
 from bench.measure.stats import Ratio
 from bench.report.findings import GAP_TOLERANCE, explain_gap, findings, gap_interval, render
 from bench.report.run import render_markdown
-from bench.studies.profiling.categories import OUTSIDE_OPERATORS
-from bench.studies.profiling.xplane import wall_shares
 from tests.handmade import BASE, FASTER, SLOWER, pair, record
 
 SAME = [100.5, 99.5, 100.2, 99.8, 100.1, 99.9, 100.0, 100.3, 99.7]

@@ -6,10 +6,10 @@ import os
 import pytest
 
 import bench.config.options as options
+from bench.commands import submit
 from bench.commands.cli import main, make_parser
 from bench.config import UsageError
 from bench.config.options import check_command, gpu_count
-from bench.execute import submit
 
 CORES = os.cpu_count()
 DEPTH = "a CIFAR-style depth must be 6n+2 with n >= 1, at most 1202"

@@ -89,7 +89,7 @@ def test_keras_stage_models_chained_give_the_whole_models_output():
 
 
 def test_operator_names_of_both_profilers_map_to_one_vocabulary():
-    from bench.studies.profiling.categories import CATEGORIES, tf_category, torch_category
+    from bench.backends.categories import CATEGORIES, tf_category, torch_category
 
     assert torch_category("aten::mkldnn_convolution") == "convolution"
     assert torch_category("aten::convolution_backward") == "convolution"

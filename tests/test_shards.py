@@ -90,7 +90,7 @@ def test_a_shard_resumes_like_any_run(tmp_path, fake):
 
 def test_shards_submitted_through_submitits_local_executor_merge_into_the_whole_sweep(tmp_path, fake):
     submitit = pytest.importorskip("submitit")
-    from bench.execute.submit import submit_shards
+    from bench.commands.submit import submit_shards
 
     executor = submitit.LocalExecutor(folder=tmp_path / "logs")
     executor.update_parameters(timeout_min=10)

@@ -117,6 +117,28 @@ class MallocBacked:
         return None
 
 
+# Messages of allocation failures that are not typed as out-of-memory: cuDNN and cuBLAS workspaces, the CUDA
+# runtime, XLA, and the host allocator. Every one is recorded as OOM, never as an error.
+ALLOCATION_FAILURES = (
+    "out of memory",
+    "cudnn_status_alloc_failed",
+    "cublas_status_alloc_failed",
+    "cudaerrormemoryallocation",
+    "resource_exhausted",
+    "resource exhausted",
+    "can't allocate memory",
+    "failed to allocate",
+)
+
+
+def is_allocation_failure(error: BaseException) -> bool:
+    """Whether `error` is an allocation failure by its type (MemoryError) or its message: for `Backend.is_oom`."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return any(message in text for message in ALLOCATION_FAILURES)
+
+
 def get_backend(framework: str) -> Backend:
     """The backend for a framework; CNN_BENCH_BACKEND=fake selects the test double for either."""
     if os.environ.get("CNN_BENCH_BACKEND") == "fake":

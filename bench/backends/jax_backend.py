@@ -19,9 +19,13 @@ from typing import Any
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported anywhere in this process
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # take GPU memory as needed, as the others
 
-from bench.backends import MallocBacked, Prepared, StepHook  # noqa: E402
+from bench.backends import (  # noqa: E402
+    MallocBacked,
+    Prepared,
+    StepHook,
+    is_allocation_failure,  # noqa: E402
+)
 from bench.config import Config, Settings  # noqa: E402
-from bench.measure.monitors import is_allocation_failure  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
 
 jax = require("keras-jax")
@@ -241,7 +245,7 @@ class JaxBackend(MallocBacked):
         import tempfile
         from pathlib import Path
 
-        from bench.studies.profiling.xplane import categories_from_trace
+        from bench.backends.xplane import categories_from_trace
         from implementations import get_spec
         from implementations.keras_models import keras_name
         from implementations.lowering import lower

@@ -16,9 +16,12 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a worker of its own
 
-from bench.backends import Prepared, StepHook  # noqa: E402
+from bench.backends import (  # noqa: E402
+    Prepared,
+    StepHook,
+    is_allocation_failure,  # noqa: E402
+)
 from bench.config import Config, Settings  # noqa: E402
-from bench.measure.monitors import is_allocation_failure  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
 
 tf = require("keras-tensorflow", torch_first=False)  # this worker never loads torch, so never triton
@@ -217,7 +220,7 @@ class TensorFlowBackend:
         import tempfile
         from pathlib import Path
 
-        from bench.studies.profiling.xplane import categories_from_trace
+        from bench.backends.xplane import categories_from_trace
         from implementations import get_spec
         from implementations.keras_models import keras_name
         from implementations.lowering import lower

@@ -15,10 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.backends import MallocBacked, Prepared, StepHook
+from bench.backends import MallocBacked, Prepared, StepHook, is_allocation_failure
 from bench.backends.recipe import MOMENTUM, learning_rate
 from bench.config import Config, Settings
-from bench.measure.monitors import is_allocation_failure
 from implementations import build, count_params
 
 _FORMATS = {"channels_last": torch.channels_last, "channels_first": torch.contiguous_format}
@@ -78,7 +77,7 @@ def set_tf32(enabled: bool) -> dict:
 def operator_seconds(prof, gpu: bool, steps: int) -> dict[str, float]:
     """Seconds per step in each operator category (profiling/categories.py) from a torch.profiler run over
     `steps` steps: the self time of every ATen op (device time on a GPU); record_function labels left out."""
-    from bench.studies.profiling.categories import CATEGORIES, torch_category
+    from bench.backends.categories import CATEGORIES, torch_category
 
     totals = dict.fromkeys(CATEGORIES, 0.0)
     for event in prof.events():

@@ -282,7 +282,7 @@ def _os_message(error: OSError) -> str:
 
 
 def cmd_docs(args) -> int:
-    from bench.report.docs import ROOT, run_docs
+    from bench.commands.docs import ROOT, run_docs
 
     root = Path(args.root) if args.root else ROOT
     if not (root / "README.md").exists():

@@ -451,9 +451,14 @@ def _models_rule(v: dict, local: bool) -> None:
                 check_model_size(get_spec(name), v["image_size"])
 
 
-def _profile_rule(v: dict, local: bool) -> None:
-    from bench.studies.profiling.run import PROFILED_ENGINES
+# The engines each study runs in (keras-jax: opt-in on a CPU, its convolutions are slow), and the data-parallel
+# strategy of each engine that scales.
+PROFILED_ENGINES = ("torch", "keras-tensorflow", "keras-jax")
+GRADIENT_FLOW_ENGINES = PROFILED_ENGINES
+STRATEGIES = {"torch": "DistributedDataParallel", "keras-tensorflow": "MirroredStrategy"}
 
+
+def _profile_rule(v: dict, local: bool) -> None:
     spec = model_spec(v["model"])
     v["model"] = spec.name
     v["engines"] = check_engines(v["frameworks"], PROFILED_ENGINES, "be profiled")
@@ -469,16 +474,12 @@ def _profile_rule(v: dict, local: bool) -> None:
 
 
 def _gradient_flow_rule(v: dict, local: bool) -> None:
-    from bench.studies.profiling.run import GRADIENT_FLOW_ENGINES
-
     v["depths"] = tuple(dict.fromkeys(v["depths"]))
     v["engines"] = check_engines(v["frameworks"], GRADIENT_FLOW_ENGINES, "run the gradient-flow study")
     check_image_fits(32, v["batch_size"], inputs=1)
 
 
 def _scale_rule(v: dict, local: bool) -> None:
-    from bench.studies.scaling.scaling import STRATEGIES
-
     specs = [get_spec(name) for name in expand_models(v["models"])]
     v["models"] = tuple(spec.name for spec in specs)
     v["engines"] = check_engines(v["frameworks"], tuple(STRATEGIES), "run data-parallel")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.config import Plan, UsageError, order_configs
 from bench.store.atomic import ensure_dir, write_bytes
-from bench.store.records import Record, RunStore, current_records, read_results
+from bench.store.records import Record, RunStore, current_records, hardware_of, read_results
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -57,23 +57,6 @@ def whole_plan(plans: list[Plan]) -> tuple[Plan, str | None]:
     whole = replace(first, configs=tuple(order_configs(configs, interleave)), shard=None)
     return whole, ("the shards' plan.json do not hold the whole plan (an older version made them): the merged plan "
                    "is the given shards' configurations, so what the missing shards planned is not listed")  # fmt: skip
-
-
-def hardware(env: dict, records) -> dict:
-    """What makes two machines comparable: the CPU model and cores (env.json, else the records' env), and
-    the GPU names its records saw. `bench merge` and `bench compare` both judge machines by this."""
-    recorded = next((r.env for r in records if r.env.get("cpu_model") or r.env.get("cpu_cores")), {})
-    gpus = sorted({r.env.get("device_name") for r in records if r.device == "cuda" and r.env.get("device_name")})
-    return {
-        "cpu_model": env.get("cpu_model") or recorded.get("cpu_model"),
-        "cpu_cores": env.get("cpu_cores") or recorded.get("cpu_cores"),
-        "gpus": gpus,
-    }
-
-
-def hardware_of(run: Path) -> dict:
-    env = json.loads((run / "env.json").read_text()) if (run / "env.json").exists() else {}
-    return hardware(env, read_results(run / "results.jsonl").records)
 
 
 def merge(out: Path, shards: list[Path], force: bool = False) -> tuple[Plan, list[Record], list[str]]:

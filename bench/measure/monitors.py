@@ -322,24 +322,3 @@ def nvml_handle(nvml, device_uuid: str | None = None, visible: str | None = None
     if first.startswith(("GPU-", "MIG-")):
         return nvml.nvmlDeviceGetHandleByUUID(first)
     return nvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
-
-
-# Messages of allocation failures that are not typed as out-of-memory: cuDNN and cuBLAS workspaces, the CUDA
-# runtime, XLA, and the host allocator. Every one is recorded as OOM, never as an error.
-ALLOCATION_FAILURES = (
-    "out of memory",
-    "cudnn_status_alloc_failed",
-    "cublas_status_alloc_failed",
-    "cudaerrormemoryallocation",
-    "resource_exhausted",
-    "resource exhausted",
-    "can't allocate memory",
-    "failed to allocate",
-)
-
-
-def is_allocation_failure(error: BaseException) -> bool:
-    if isinstance(error, MemoryError):
-        return True
-    text = str(error).lower()
-    return any(message in text for message in ALLOCATION_FAILURES)

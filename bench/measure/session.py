@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 
 from bench.backends import Backend, Prepared
+from bench.backends.categories import OUTSIDE_OPERATORS
 from bench.config import Config, Settings
 from bench.measure import stats, timing
 from bench.measure.monitors import NvmlSampler, ProcessMemory, peak_flops
 from bench.store.records import Record, make_record
-from bench.studies.profiling.categories import OUTSIDE_OPERATORS
 
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
 LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median

@@ -246,7 +246,7 @@ class Machine:
 
 
 def machine(env: dict, records: list[Record]) -> Machine:
-    from bench.execute.shards import hardware
+    from bench.store.records import hardware
 
     found = defaultdict(set)
     for r in records:

@@ -431,3 +431,20 @@ def host_env(argv: list[str] | None = None) -> dict:
         **git_state(),
         "command_line": command_line(argv),
     }
+
+
+def hardware(env: dict, records) -> dict:
+    """What makes two machines comparable: the CPU model and cores (env.json, else the records' env), and
+    the GPU names its records saw. `bench merge` and `bench compare` both judge machines by this."""
+    recorded = next((r.env for r in records if r.env.get("cpu_model") or r.env.get("cpu_cores")), {})
+    gpus = sorted({r.env.get("device_name") for r in records if r.device == "cuda" and r.env.get("device_name")})
+    return {
+        "cpu_model": env.get("cpu_model") or recorded.get("cpu_model"),
+        "cpu_cores": env.get("cpu_cores") or recorded.get("cpu_cores"),
+        "gpus": gpus,
+    }
+
+
+def hardware_of(run: Path) -> dict:
+    env = json.loads((run / "env.json").read_text()) if (run / "env.json").exists() else {}
+    return hardware(env, read_results(run / "results.jsonl").records)

@@ -10,11 +10,11 @@ import keras
 import tensorflow as tf
 
 from bench.backends.keras_recipe import loss_function, make_optimizer
+from bench.backends.xplane import categories_from_trace
 from bench.studies.gradient_flow.gradients import gradient_flow as _gradient_flow
 from bench.studies.profiling.data import nchw, nchw_shape, nhwc, summary
 from bench.studies.profiling.keras_stages import gradient_names, keras_profile_setup
 from bench.studies.profiling.measure import profile_result, time_returning
-from bench.studies.profiling.xplane import categories_from_trace
 from implementations.keras_models import keras_name
 
 PROFILED_STEPS = 3

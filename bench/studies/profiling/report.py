@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from bench.backends.categories import CATEGORIES
 from bench.report.tables import sig3
 from bench.store.atomic import save_figure, write_csv, write_text
-from bench.studies.profiling.categories import CATEGORIES
 from implementations import get_spec
 from implementations.lowering import lower, stage_costs
 
@@ -252,7 +252,7 @@ def _category_section(results) -> list[str]:
         "Self time of every operator per step, from each framework's own profiler (torch.profiler; TensorFlow's "
         "and JAX's profilers read with xprof's framework_op_stats), over "
         f"{with_ops[0].get('profiled_steps')} steps of the stage-by-stage model, mapped to one vocabulary by "
-        "`bench/studies/profiling/categories.py`. " + _totals_against_step(with_ops, totals) + " Compare shares.",
+        "`bench/backends/categories.py`. " + _totals_against_step(with_ops, totals) + " Compare shares.",
         "",
         tabulate(rows, headers, tablefmt="github"),
         "",

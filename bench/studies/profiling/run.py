@@ -8,9 +8,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROFILED_ENGINES = ("torch", "keras-tensorflow", "keras-jax")  # keras-jax: opt-in on a CPU (slow convolutions)
-GRADIENT_FLOW_ENGINES = PROFILED_ENGINES
-
 
 @dataclass(frozen=True)
 class ProfileRequest:

@@ -20,10 +20,9 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from bench.config.options import STRATEGIES
 from bench.execute import launch
 from bench.measure import stats
-
-STRATEGIES = {"torch": "DistributedDataParallel", "keras-tensorflow": "MirroredStrategy"}
 
 
 @dataclass(frozen=True)

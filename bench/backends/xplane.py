@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.studies.profiling.categories import CATEGORIES, tf_category
+from bench.backends.categories import CATEGORIES, tf_category
 
 
 def categories_from_trace(logdir: Path, layer_ops: dict[str, str], steps: int) -> dict:
