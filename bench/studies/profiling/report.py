@@ -84,13 +84,21 @@ def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else sig3(seconds * 1e3)
 
 
-def _faster(base: StageTime, other: StageTime, name: str) -> str:
-    """`name` against the baseline for one stage; "same within noise" when the two intervals overlap."""
+def decided_ratio(base: StageTime, other: StageTime) -> float | None:
+    """How many times the baseline's time `other` takes for one stage (above 1: slower), or None when the two
+    intervals overlap: the same within noise."""
     if None not in (base.low_s, base.high_s, other.low_s, other.high_s):
         if other.low_s <= base.high_s and base.low_s <= other.high_s:
-            return "same within noise"
-    ratio = base.total_s / other.total_s
-    return f"{name} {ratio:.2f}x faster" if ratio >= 1 else f"{name} {1 / ratio:.2f}x slower"
+            return None
+    return other.total_s / base.total_s
+
+
+def _faster(base: StageTime, other: StageTime, name: str) -> str:
+    """`name` against the baseline for one stage; "same within noise" when the two intervals overlap."""
+    ratio = decided_ratio(base, other)
+    if ratio is None:
+        return "same within noise"
+    return f"{name} {1 / ratio:.2f}x faster" if ratio <= 1 else f"{name} {ratio:.2f}x slower"
 
 
 def write_profile_report(data: dict, out: Path) -> Path:
@@ -289,7 +297,7 @@ def _summary_section(results, costs, train, batch) -> list[str]:
         macs_share = cost.macs / sum(c.macs for c in costs)
         sentence = (
             f"- **{result['engine']}**: {top.stage} takes the most time, {top.total_s / total:.0%} of the "
-            f"{'stages and optimizer' if train else 'stages'}' {_ms(total)} ms, for {macs_share:.0%} of the MACs and {cost.params / sum(c.params for c in costs):.0%} "
+            f"{_ms(total)} ms of the {'stages and optimizer' if train else 'stages'}, for {macs_share:.0%} of the MACs and {cost.params / sum(c.params for c in costs):.0%} "
             f"of the parameters (arithmetic intensity {sig3(intensity)} FLOP/byte at batch {batch})"
         )
         if result.get("categories"):
