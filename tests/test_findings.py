@@ -69,7 +69,7 @@ def test_wall_time_is_shared_among_the_operators_running_in_it_never_counted_twi
 
 
 def test_the_explain_pass_adds_the_time_outside_operators_to_the_unprofiled_step(tmp_path, monkeypatch):
-    from tests.test_comparison import fake_run
+    from tests.test_runner import fake_run
 
     behaviour = {"step_ms_per_image": 2.0, "categories": {"torch": {"convolution": 0.5, "linear": 0.2}}}
     (rec,) = fake_run(tmp_path, monkeypatch, behaviour, frameworks=["torch"])
