@@ -110,10 +110,10 @@ def test_editing_a_quoted_figure_fails_the_check_and_docs_writes_it_back(checkou
 
 
 def test_a_figure_whose_file_is_gone_cannot_be_computed_and_fails(checkout):
-    (checkout / "results" / "profiles" / "20261128-vgg11-train-64px" / "profile.json").unlink()
+    (checkout / "results" / "profiles" / "20261202-vgg11-train-64px" / "profile.json").unlink()
     code, out = _check(checkout)
     assert code == 1
-    assert "figure profile-sum 20261128-vgg11-train-64px torch: cannot be computed from its files" in out
+    assert "figure profile-sum 20261202-vgg11-train-64px torch: cannot be computed from its files" in out
     assert "profile.json does not exist" in out
     before = (checkout / "docs" / "studies.md").read_text()
     assert run_docs(checkout, out=io.StringIO()) == 1  # rewriting keeps that figure's text and fails too

@@ -234,8 +234,8 @@ def _is_rank(pid: int) -> bool:
 def test_submit_local_stopped_by_a_signal_leaves_no_job_shard_runner_or_worker(tmp_path, signum):
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"
-    process = start("--shards", "2", "--local", "--out", str(out), "--", "--preset", "smoke", "--min-window-s", "0",
-                    "--windows", "6", module="bench.commands.submit", env=fake_env(hang_batch=4))  # fmt: skip
+    process = start("submit", "--shards", "2", "--local", "--out", str(out), "--", "--preset", "smoke", "--min-window-s",
+                    "0", "--windows", "6", module="bench", env=fake_env(hang_batch=4))  # fmt: skip
     assert wait_until(lambda: running(process, "bench.execute.worker") is not None, 120)
     below = running(process, "bench.execute.worker") or []
     assert any("submitit" in command_line(p) for p in below)  # the job launcher and the job are below it too

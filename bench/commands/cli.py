@@ -204,6 +204,10 @@ def make_parser() -> argparse.ArgumentParser:
     from bench.studies.train import add_arguments as add_train_arguments
 
     add_train_arguments(commands.add_parser("train", help="train plain and residual nets of each depth on real data"))
+    # Parsed by bench.commands.submit (its own options, then `--` and the sweep's `run` options): listed here.
+    commands.add_parser(
+        "submit", help="a sweep's shards as Slurm (or local) jobs, waited for and merged", add_help=False
+    )
     return parser
 
 
@@ -230,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.store import folders
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["submit"]:  # its own parser, signals and locks (bench.commands.submit)
+        from bench.commands.submit import main as submit
+
+        return submit(argv[1:])
     held_before = folders.held_now()
     _STOP_NOTE.clear()
     try:

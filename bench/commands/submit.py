@@ -1,7 +1,7 @@
 """Submit a sweep's shards as a job array through submitit (Slurm, or local processes), then merge them.
 
-    python -m bench.commands.submit --shards 4 --out results/runs/my-sweep -- --preset gpu-default
-    python -m bench.commands.submit --shards 2 --local --out /tmp/sweep -- --preset smoke
+    python -m bench submit --shards 4 --out results/runs/my-sweep -- --preset gpu-default
+    python -m bench submit --shards 2 --local --out /tmp/sweep -- --preset smoke
 
 Each job runs `python -m bench run RUN_OPTIONS --shard I/N --out OUT/shard-I` on whatever node Slurm
 gives it (`--partition`, `--gpus-per-node`, `--timeout-min` pass to submitit); when all have finished,
@@ -78,7 +78,7 @@ def make_parser():
     from bench.commands.cli import _Parser
     from bench.config.options import span
 
-    parser = _Parser(prog="python -m bench.commands.submit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m bench submit", description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True,
                         help=f"jobs, {span('submit', 'shards')}: at most the plan's cells (engines of a cell "
                         "stay in one shard)")  # fmt: skip
