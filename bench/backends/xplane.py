@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,11 +74,13 @@ def wall_shares(spans: Iterable[tuple[float, float, str, object]]) -> dict[str, 
     for start, end, category, thread in spans:
         if end > start:
             by_thread[thread].append((start, -end, category))
-    segments = []  # (start, end, category): one thread's innermost spans, not overlapping
+    segments: list[
+        tuple[float, float, str]
+    ] = []  # (start, end, category): one thread's innermost spans, not overlapping
     for items in by_thread.values():
         items.sort()
         stack: list[tuple[float, str]] = []  # (end, category) of the open spans, innermost last
-        now = None
+        now = -math.inf  # the end of the last segment on this thread
         for start, negative_end, category in items:
             end = -negative_end
             while stack and stack[-1][0] <= start:
@@ -88,7 +91,7 @@ def wall_shares(spans: Iterable[tuple[float, float, str, object]]) -> dict[str, 
             if stack and start > now:
                 segments.append((now, start, stack[-1][1]))
             stack.append((min(end, stack[-1][0]) if stack else end, category))
-            now = start if now is None or start > now else now
+            now = max(now, start)
         while stack:
             top_end, top = stack.pop()
             if top_end > now:
