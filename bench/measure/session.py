@@ -49,6 +49,12 @@ def warmup_cap_s(settings: Settings) -> float:
     return max(2.0, 4 * settings.min_window_s)
 
 
+def _unprofiled_steps(step_s: float) -> int:
+    """Steps of the explain pass's unprofiled half in all: about EXPLAIN_UNPROFILED_S, within its bounds."""
+    low, high = EXPLAIN_UNPROFILED_STEPS
+    return max(low, min(high, round(EXPLAIN_UNPROFILED_S / step_s)))
+
+
 def weights_bound_bytes(params: int, mode: str) -> int:
     """The least memory a configuration can take: its weights, and for training with momentum, their
     gradients and momentum buffers too. A measured peak below this is a measurement error."""
@@ -224,8 +230,7 @@ class Session:
         synchronised. Untimed in every figure but the pass's own step time; it never costs the record."""
         started = time.perf_counter()
         step_s = self._timed_step_s() or EXPLAIN_UNPROFILED_S / EXPLAIN_UNPROFILED_STEPS[0]
-        low, high = EXPLAIN_UNPROFILED_STEPS
-        steps = max(1, -(-max(low, min(high, round(EXPLAIN_UNPROFILED_S / step_s))) // rounds))
+        steps = max(1, -(-_unprofiled_steps(step_s) // rounds))
         try:
             timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
             self.explain_unprofiled.extend(timing.latency_pass(self.ready.step, self.ready.sync, steps))
@@ -251,8 +256,7 @@ class Session:
                 unprofiled_steps, pairing = self.explain_unprofiled, f"{self.explain_rounds} alternating rounds"
             else:
                 timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
-                low_u, high_u = EXPLAIN_UNPROFILED_STEPS
-                count = max(low_u, min(high_u, round(EXPLAIN_UNPROFILED_S / step_s)))
+                count = _unprofiled_steps(step_s)
                 unprofiled_steps, pairing = timing.latency_pass(self.ready.step, self.ready.sync, count), "alone"
             unprofiled = stats.median(unprofiled_steps)
             found = self.backend.operator_categories(self.ready, self.config, steps)
