@@ -125,32 +125,3 @@ def test_latency_percentiles_say_how_many_steps_back_them(tmp_path, monkeypatch)
     markdown = render_markdown([record], {}, [])[0]
     assert f"`—` p99 withheld: from {record.latency_samples} steps (under 20)" in markdown
     assert f"| resnet20_cifar | torch    | {tables.sig3(record.latency_ms_p50)}" in markdown
-
-
-def test_the_explain_passes_unprofiled_steps_alternate_between_engines_like_the_windows(tmp_path, monkeypatch):
-    """The step times the operator categories must add up to are measured in rounds AB BA AB BA after the
-    windows, as the windows are: one engine's pass after the other's drifted from the windows' gap."""
-    calls = []
-
-    def ask(self, config, message, budget=None):
-        calls.append((message["cmd"], config.framework))
-        if message["cmd"] == "finish":
-            return {"record": make_record(config, "ok", throughput_img_s=1.0, **message["cell"])}
-        replies = {"prepare": {"prepared": {}}, "explain_round": {"explain_round": {"steps": 1}}}
-        return replies.get(message["cmd"], {"window": {}})
-
-    monkeypatch.setattr(Runner, "_ask", ask)
-    paired = plan(explain=True)
-    Runner(paired, RunStore(tmp_path), {}, out=QUIET).run_cell(list(paired.configs))
-    rounds = "".join("A" if fw == "torch" else "B" for cmd, fw in calls if cmd == "explain_round")
-    assert rounds == "ABBAABBA"
-    order = [cmd for cmd, _ in calls]
-    assert max(i for i, c in enumerate(order) if c == "window") < order.index("explain_round")
-    assert max(i for i, c in enumerate(order) if c == "explain_round") < order.index("finish")
-
-
-def test_a_fake_cell_records_how_its_unprofiled_steps_were_paired(tmp_path, monkeypatch):
-    torch_rec, tf_rec = fake_run(tmp_path, monkeypatch, {"framework_cost": {"keras-tensorflow": 2.0}}, explain=True)
-    for record in (torch_rec, tf_rec):
-        assert record.explain_pairing == "4 alternating rounds", record.unavailable
-        assert record.explain_steps >= 4 and record.explain_step_s > 0

@@ -29,7 +29,6 @@ from bench.config import Config, Plan, Settings
 from bench.execute import launch
 from bench.execute.launch import Interrupted  # noqa: F401  (SIGTERM/SIGHUP, raised where the runner is; the CLI catches it)
 from bench.measure import timing
-from bench.measure.session import EXPLAIN_ROUNDS
 from bench.store.records import RETRYABLE, Record, RunStore, current_records, make_record, read_results
 from implementations import is_installed
 
@@ -267,16 +266,6 @@ class Runner:
                 reply = self._ask(config, message, budgets[config])
                 if "record" in reply:
                     records[config] = reply["record"]
-        # The explain pass's unprofiled steps, the step times its categories must add up to, alternate between the
-        # engines as the windows do: measured one after the other, their gap drifted from the windows' one.
-        live = [config for config in active if config not in records]
-        if settings.explain and len(live) > 1:
-            for _, config in timing.alternating(live, EXPLAIN_ROUNDS):
-                if config not in records:
-                    message = {"cmd": "explain_round", "id": ids[config], "rounds": EXPLAIN_ROUNDS}
-                    reply = self._ask(config, message, budgets[config])
-                    if "record" in reply:
-                        records[config] = reply["record"]
         cell = {"cell_id": cell_id, "pairing": "interleaved" if len(active) > 1 else "alone"}
         for config in active:
             if config not in records:

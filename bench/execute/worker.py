@@ -6,7 +6,6 @@ stdin and reads one reply per request:
 
   {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
   {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
-  {"cmd": "explain_round", "id": K, "rounds": R} -> {"explain_round": {"steps": N}}  (unprofiled steps of the explain pass)
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
   {"cmd": "whole", "config": {...}}              -> {"record": {...}}   (Session.measure_alone)
   {"cmd": "probe", "config": {...}}              -> {"probe": {"status": "ok", ...}} or {"record": failure}
@@ -88,9 +87,6 @@ def main() -> int:
             elif command == "window":
                 discard = bool(request.get("discard"))
                 reply(session_call(request["id"], lambda s, discard=discard: {"window": s.window(discard)}))
-            elif command == "explain_round":  # the explain pass's unprofiled steps, alternating with the cell's others
-                rounds = int(request["rounds"])
-                reply(session_call(request["id"], lambda s, rounds=rounds: {"explain_round": s.explain_round(rounds)}))
             elif command == "finish":
                 key, cell = request["id"], request.get("cell")
                 reply(session_call(key, lambda s, cell=cell: {"record": s.finish(cell)}))

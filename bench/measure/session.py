@@ -20,18 +20,8 @@ from bench.store.records import Record, make_record
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
 LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
 LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
-EXPLAIN_STEPS = (3, 12)  # steps of the explain pass's profiled half: at least / at most
-EXPLAIN_HALF_S = (
-    0.25  # the profiled half runs about this long within those bounds: a short step's mean needs more steps
-)
-# The unprofiled half, the step time the categories must add up to: in a cell, EXPLAIN_ROUNDS rounds alternating
-# between the engines (AB BA AB BA, as the windows), each settled first, about EXPLAIN_UNPROFILED_S in all within
-# EXPLAIN_UNPROFILED_STEPS; the median step. Measured one engine after the other, in 0.25 s of steps each, it was
-# 0.88-1.11x the windows' median step (one cell 1.66x) in the default sweep of 2026-12-02, and a gap between two
-# such figures missed the windows' gap by more than 15% in 5 of 14 findings.
-EXPLAIN_ROUNDS = 4
-EXPLAIN_UNPROFILED_S = 0.6
-EXPLAIN_UNPROFILED_STEPS = (4, 48)
+EXPLAIN_STEPS = (3, 12)  # steps in each half of the explain pass (unprofiled, then profiled): at least / at most
+EXPLAIN_HALF_S = 0.25  # each half runs about this long within those bounds: a short step's mean needs more steps
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -47,12 +37,6 @@ def _nvml_sampler(device_uuid: str | None) -> NvmlSampler | None:
 def warmup_cap_s(settings: Settings) -> float:
     """Warm-up stops at this many seconds even if the step time still improves (recorded as not steady)."""
     return max(2.0, 4 * settings.min_window_s)
-
-
-def _unprofiled_steps(step_s: float) -> int:
-    """Steps of the explain pass's unprofiled half in all: about EXPLAIN_UNPROFILED_S, within its bounds."""
-    low, high = EXPLAIN_UNPROFILED_STEPS
-    return max(low, min(high, round(EXPLAIN_UNPROFILED_S / step_s)))
 
 
 def weights_bound_bytes(params: int, mode: str) -> int:
@@ -80,10 +64,6 @@ class Session:
     windows_planned: int = 0
     step_estimate_s: float = 0.0  # the warm-up's (or layout trial's) step time: sizes the windows and their settling
     unavailable_notes: dict = field(default_factory=dict)  # field -> why, added to the record's `unavailable`
-    # The explain pass's unprofiled steps measured in rounds alternating with the cell's other engines, their cost.
-    explain_unprofiled: list[float] = field(default_factory=list)
-    explain_rounds_s: float = 0.0
-    explain_rounds: int = 0
 
     @property
     def ready(self) -> Prepared:
@@ -219,57 +199,30 @@ class Session:
         whose step has finished when it returns."""
         return self.config.device == "cpu" and self.ready.synchronous
 
-    def _timed_step_s(self) -> float | None:
-        """The windows' median step time (None before any window)."""
-        timed = sorted(w.seconds / self.steps_per_window for w in self.windows) if self.steps_per_window else []
-        return timed[len(timed) // 2] if timed else None
-
-    def explain_round(self, rounds: int) -> dict:
-        """One round of the explain pass's unprofiled half, between the cell's other engines' rounds (the runner
-        alternates them as it does the windows): settling steps, then 1/`rounds` of the unprofiled steps, each
-        synchronised. Untimed in every figure but the pass's own step time; it never costs the record."""
-        started = time.perf_counter()
-        step_s = self._timed_step_s() or EXPLAIN_UNPROFILED_S / EXPLAIN_UNPROFILED_STEPS[0]
-        steps = max(1, -(-_unprofiled_steps(step_s) // rounds))
-        try:
-            timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
-            self.explain_unprofiled.extend(timing.latency_pass(self.ready.step, self.ready.sync, steps))
-            self.explain_rounds += 1
-        except Exception as error:  # the pass explains; it never costs a measured record
-            self.unavailable_notes["op_categories"] = f"{type(error).__name__}: {error}"[:300]
-        self.explain_rounds_s += time.perf_counter() - started
-        return {"steps": steps}
-
     def explain(self) -> dict:
-        """The explain pass, after the windows and outside them (nothing here is in a timed figure): the unprofiled
-        step, the median of its steps, that the categories must add up to (from the rounds alternating with the
-        cell's other engines where the runner asked for them, else here, settled first); then steps under the
+        """The explain pass, after the windows and outside them (nothing here is in a timed figure): settling
+        steps, then steps unprofiled, their mean the step time the categories must add up to; then as many steps under the
         framework's profiler, each operator's share of the wall time per category. "outside operators" is the
         unprofiled step less the operators' time: the framework's own work between them, and idle (negative
         where the profiler lengthens the operators by more than that)."""
         started = time.perf_counter()
         low, high = EXPLAIN_STEPS
-        step_s = self._timed_step_s() or EXPLAIN_HALF_S / low
+        timed = sorted(w.seconds / self.steps_per_window for w in self.windows) if self.steps_per_window else []
+        step_s = timed[len(timed) // 2] if timed else EXPLAIN_HALF_S / low
         steps = max(low, min(high, round(EXPLAIN_HALF_S / step_s)))
         try:
-            if self.explain_unprofiled:
-                unprofiled_steps, pairing = self.explain_unprofiled, f"{self.explain_rounds} alternating rounds"
-            else:
-                timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
-                count = _unprofiled_steps(step_s)
-                unprofiled_steps, pairing = timing.latency_pass(self.ready.step, self.ready.sync, count), "alone"
-            unprofiled = stats.median(unprofiled_steps)
+            timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
+            unprofiled = sum(timing.latency_pass(self.ready.step, self.ready.sync, steps)) / steps
             found = self.backend.operator_categories(self.ready, self.config, steps)
         except Exception as error:  # the pass explains; it never costs a measured record
             found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}
-        cost = self.explain_rounds_s + time.perf_counter() - started
+        cost = time.perf_counter() - started
         if "categories" in found:
             categories = dict(found["categories"])
             categories[OUTSIDE_OPERATORS] = unprofiled - sum(categories.values())
             return {"op_categories": categories, "explain_s": cost, "explain_step_s": unprofiled,
-                    "profiled_step_s": found.get("profiled_step_s"), "explain_pairing": pairing,
-                    "explain_steps": len(unprofiled_steps)}  # fmt: skip
-        self.unavailable_notes.setdefault("op_categories", found.get("categories_unavailable", "no categories"))
+                    "profiled_step_s": found.get("profiled_step_s")}  # fmt: skip
+        self.unavailable_notes["op_categories"] = found.get("categories_unavailable", "no categories")
         return {"explain_s": cost}
 
     def _start_memory(self) -> None:

@@ -97,8 +97,6 @@ class Record:
     explain_step_s: float | None = None
     profiled_step_s: float | None = None
     explain_left_bytes: int | None = None
-    explain_pairing: str | None = None  # how the unprofiled steps were measured: "N alternating rounds" or "alone"
-    explain_steps: int | None = None  # how many unprofiled steps explain_step_s is the median of
     unavailable: dict = field(default_factory=dict)  # field name -> why it was not measured
     env: dict = field(default_factory=dict)  # where and how it ran: host, framework versions, settings
     schema_version: int = SCHEMA_VERSION
