@@ -9,7 +9,7 @@ PyTorch model, so both sides are compared under the same names (tests/timed_step
 
 Float64 separates an implementation difference from rounding: 1e-4 relative. In float32, three
 momentum steps at batch 4 are ill-conditioned in PyTorch itself: PyTorch float32 against PyTorch float64
-differs by 6.7e-4 (ResNet-20 CIFAR), 3.6e-4 (ResNet-18) and 1.4 (ResNet-50; both measured at 64 px) in the worst
+differs by 6.7e-4 (ResNet-20 CIFAR), 3.6e-4 (ResNet-18, 64 px) and 1.4 (ResNet-50, 64 px) in the worst
 weight update (2.3e-2, 0.68 and 1.5 from another draw of the same initial distributions: the gap depends on
 the draw), so a float32 comparison between frameworks can only be held to a multiple of that gap
 (FLOAT32_TOLERANCE, on ResNet-20 CIFAR), and the float64 comparisons are the proof.
