@@ -182,7 +182,7 @@ def test_max_batch_starts_from_the_largest_measured_batch_and_prints_each_probe(
         (["--precision", "fp8"], "valid precisions: fp32, bf16, fp16"),
         (["--batch-sizes", "0"], "batch size on the command line must be between 1 and 65536, got 0"),
         (["--batch-sizes", "-4"], "must be between 1 and 65536, got -4"),
-        (["--batch-sizes", "eight"], "batch size must be an integer, got 'eight'"),
+        (["--batch-sizes", "eight"], "batch size must be an integer between 1 and 65536, got 'eight'"),
         (["--modes", "fit"], "valid modes: train, infer"),
         (["--image-size", "16", "--models", "vgg11"], "at least 32 px"),
         (["--preset", "huge"], "valid presets: cpu-default, gpu-default, gpu-resnet50, gpu-full, smoke"),

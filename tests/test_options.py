@@ -63,7 +63,7 @@ def test_the_deepest_cifar_depth_is_accepted():
     [
         (["scale", "--batch-size", "0"], "batch size on the command line must be between 1 and 65536, got 0"),
         (["scale", "--batch-size", "-1"], "must be between 1 and 65536, got -1"),
-        (["scale", "--batch-size", "2.5"], "batch size must be an integer, got '2.5'"),
+        (["scale", "--batch-size", "2.5"], "batch size must be an integer between 1 and 65536, got '2.5'"),
         (["scale", "--timeout", "-1"], "timeout s on the command line must be between 1 and 86400, got -1.0"),
         (["scale", "--timeout", "nan"], "timeout s on the command line must be a finite number, got nan"),
         (["scale", "--min-window-s", "-5"], "min window s on the command line must be between 0 and 3600, got -5.0"),
@@ -100,7 +100,7 @@ def test_bad_values_exit_2_naming_the_valid_range_and_make_no_folder(capsys, tmp
     [
         (["models", "--image-size", "16"], "image size 16 is too small for vgg11: it needs at least 32 px"),
         (["models", "--image-size", "0"], "must be between 1 and 4096, got 0"),
-        (["models", "vgg11", "--image-size", "x"], "image size must be an integer, got 'x'"),
+        (["models", "vgg11", "--image-size", "x"], "image size must be an integer between 1 and 4096, got 'x'"),
     ],
 )
 def test_models_checks_its_image_size_by_the_schema(capsys, tmp_path, argv, message):
@@ -196,7 +196,7 @@ def submitted(capsys, tmp_path, argv: list[str], message: str) -> None:
         (["--shards", "2"], ["--preset", "nope"], "valid presets:"),
         (["--shards", "5"], ["--preset", "smoke"], "--shards 5 is more than this plan's 4 cell(s)"),
         (["--shards", "0"], ["--preset", "smoke"], "shards on the command line must be between 1 and 10000, got 0"),
-        (["--shards", "two"], ["--preset", "smoke"], "shards must be an integer, got 'two'"),
+        (["--shards", "two"], ["--preset", "smoke"], "shards must be an integer between 1 and 10000, got 'two'"),
         (["--shards", "2", "--timeout-min", "0"], ["--preset", "smoke"], "timeout min on the command line must be"),
         (["--shards", "2"], ["--preset", "smoke", "--shard", "1/2"], "submit sets --shard for each shard itself"),
         (["--shards", "2"], ["--preset", "smoke", "--out", "x"], "submit sets --out for each shard itself"),

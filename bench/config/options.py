@@ -68,13 +68,19 @@ class Option:
             try:
                 return int(text, 10)
             except ValueError:
-                raise UsageError(f"{self._what()} must be an integer, got {text!r}") from None
+                raise UsageError(f"{self._what()} must be an integer{self._bounds()}, got {text!r}") from None
         if kind is float:
             try:
                 return float(text)
             except ValueError:
-                raise UsageError(f"{self._what()} must be a number, got {text!r}") from None
+                raise UsageError(f"{self._what()} must be a number{self._bounds()}, got {text!r}") from None
         return text
+
+    def _bounds(self) -> str:
+        """' between LOW and HIGH' where both bounds are known: a wrong-type message names the valid range."""
+        if self.low is None or self.high is None:
+            return ""
+        return f" between {_number(self.low)} and {_number(self.high)}"
 
     def _scalar(self, value, kind: type, where: str):
         what = self._what()
