@@ -66,6 +66,19 @@ def runner_records(tmp_path, plan) -> dict:
     return {(r.mode, r.batch_size): _ok(r) for r in Runner(plan, store, {}, out=QUIET).run()}
 
 
+def _alone(worker: WorkerClient, config, timeout_s: float) -> Record:
+    """One configuration on its own through the runner's protocol: prepared, a settling window, its windows."""
+    reply = worker.request({"cmd": "prepare", "id": "alone", "config": config.to_dict()}, timeout_s)
+    if "record" in reply:
+        return Record.from_json(reply["record"])
+    for index in range(-1, reply["prepared"]["windows"]):
+        reply = worker.request({"cmd": "window", "id": "alone", "discard": index < 0}, timeout_s)
+        if "record" in reply:
+            return Record.from_json(reply["record"])
+    reply = worker.request({"cmd": "finish", "id": "alone", "cell": {"pairing": "alone"}}, timeout_s)
+    return Record.from_json(reply["record"])
+
+
 def after_others(tmp_path, framework, cells) -> Record:
     """The last of `cells` ((model, mode, batch, image size)), measured in one worker after the others."""
     settings = _plan(framework, cells[-1][0], [2], ["train"], 32).settings
@@ -74,8 +87,7 @@ def after_others(tmp_path, framework, cells) -> Record:
         worker.start(settings.timeout_s)
         for model, mode, batch, size in cells:
             (config,) = _plan(framework, model, [batch], [mode], size).configs
-            reply = worker.request({"cmd": "whole", "config": config.to_dict()}, settings.timeout_s)
-            record = _ok(Record.from_json(reply["record"]))
+            record = _ok(_alone(worker, config, settings.timeout_s))
     finally:
         worker.close()
     return record

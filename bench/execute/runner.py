@@ -238,12 +238,11 @@ class Runner:
             self._discard(config)
             return {"record": make_record(config, "error", error=f"{error}; see {self.store.path.name}/worker-*.log")}
 
-    def run_cell(self, configs: list[Config], settings: Settings | None = None) -> list[Record]:
+    def run_cell(self, configs: list[Config]) -> list[Record]:
         """Records for the configurations of one cell, whatever happens to their workers."""
-        settings = settings or self.plan.settings
+        settings = self.plan.settings
         cell_id = uuid.uuid4().hex[:12]
         ids = {config: f"{cell_id}-{index}" for index, config in enumerate(configs)}
-        extra = {"settings": asdict(settings)} if settings is not self.plan.settings else {}
         records: dict[Config, Record] = {}
         active: list[Config] = []
         windows = settings.windows
@@ -251,7 +250,7 @@ class Runner:
         budgets = {config: Budget(settings.timeout_s) for config in configs}
         for config in configs:
             reply = self._ask(
-                config, {"cmd": "prepare", "id": ids[config], "config": config.to_dict(), **extra}, budgets[config]
+                config, {"cmd": "prepare", "id": ids[config], "config": config.to_dict()}, budgets[config]
             )
             if "record" in reply:
                 records[config] = reply["record"]
@@ -277,10 +276,6 @@ class Runner:
             worker = self.workers.get(self._slot(config))
             records[config] = record.with_env({**self.host_env, **(worker.env if worker else {}), **record.env})
         return [records[c] for c in configs]
-
-    def measure(self, config: Config, settings: Settings | None = None) -> Record:
-        """A record for one configuration on its own."""
-        return self.run_cell([config], settings)[0]
 
     # --- the sweep --------------------------------------------------------------------------------
     def run(self, retry_errors: bool = False) -> list[Record]:

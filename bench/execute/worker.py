@@ -7,7 +7,6 @@ stdin and reads one reply per request:
   {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
   {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
-  {"cmd": "whole", "config": {...}}              -> {"record": {...}}   (Session.measure_alone)
   {"cmd": "probe", "config": {...}}              -> {"probe": {"status": "ok", ...}} or {"record": failure}
   {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
   {"cmd": "exit"}
@@ -79,10 +78,9 @@ def main() -> int:
         request = json.loads(line)
         command = request["cmd"]
         try:
-            chosen = Settings(**request["settings"]) if "settings" in request else settings
             if command == "prepare":
                 key = request["id"]
-                sessions[key] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
+                sessions[key] = Session(backend, Config.from_dict(request["config"]), settings, process_env, memory)
                 reply(session_call(key, lambda s: {"prepared": s.prepare()}))
             elif command == "window":
                 discard = bool(request.get("discard"))
@@ -91,12 +89,8 @@ def main() -> int:
                 key, cell = request["id"], request.get("cell")
                 reply(session_call(key, lambda s, cell=cell: {"record": s.finish(cell)}))
                 sessions.pop(key, None)
-            elif command == "whole":
-                sessions["whole"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
-                reply(session_call("whole", lambda s: {"record": s.measure_alone()}))
-                sessions.pop("whole", None)
             elif command == "probe":  # does one step fit? the model kept from the last probe is reused
-                sessions["probe"] = Session(backend, Config.from_dict(request["config"]), chosen, process_env, memory)
+                sessions["probe"] = Session(backend, Config.from_dict(request["config"]), settings, process_env, memory)
 
                 def one_step(session):
                     build_s, first_s = session.build(keep_model=True)
