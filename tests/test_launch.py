@@ -174,7 +174,7 @@ def test_profile_stopped_by_a_signal_leaves_no_worker_and_no_profile(tmp_path, s
     out = tmp_path / "profile"
     process = start("profile", "resnet20_cifar", "--frameworks", "torch", "--device", "cpu", "--batch-size", "2",
                     "--windows", "6", "--min-window-s", "0", "--out", str(out))  # fmt: skip
-    stderr = stop_when_running(process, signum, "bench.studies.profiling.worker")
+    stderr = stop_when_running(process, signum, "bench.execute.tasks")
     if signum != signal.SIGKILL:
         assert f"nothing written to {out}" in stderr
     assert not (out / "profile.json").exists() and not (out / "profile.md").exists()
@@ -185,7 +185,7 @@ def test_gradient_flow_stopped_by_a_signal_leaves_no_worker(tmp_path, signum):
     out = tmp_path / "flow"
     process = start("gradient-flow", "--depths", "20", "--frameworks", "torch", "--batch-size", "2", "--steps", "1",
                     "--out", str(out))  # fmt: skip
-    stop_when_running(process, signum, "bench.studies.profiling.worker")
+    stop_when_running(process, signum, "bench.execute.tasks")
     assert not (out / "gradient_flow.json").exists()
 
 

@@ -147,10 +147,11 @@ def test_the_overhead_json_carries_them_beside_its_results(tmp_path, monkeypatch
 
     result = {"framework": "torch", "env": {}, "cases": [], "noop_step_us": 0.07}
 
-    def fake_run(command, **kwargs):
-        return subprocess.CompletedProcess(command, 0, stdout=json.dumps(result) + "\n", stderr="")
+    def fake_run(engine, task, request, log, scratch, timeout_s, empty=None):
+        assert (engine, task) == ("torch", "overhead")
+        return result
 
-    monkeypatch.setattr(overhead.launch, "run", fake_run)  # the one launcher: no benchmark runs here
+    monkeypatch.setattr("bench.execute.tasks.run", fake_run)  # the one task entry: no benchmark runs here
     monkeypatch.setattr("implementations.is_installed", lambda framework: True)
     path = tmp_path / "overhead.json"
     assert overhead.main(["--frameworks", "torch", "--json", str(path)]) == 0

@@ -12,12 +12,9 @@ the harness's own cost per step.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
-
-from bench.execute import launch
 
 CASES = {
     "torch": [("resnet18", 64), ("resnet50", 224)],
@@ -29,6 +26,7 @@ BATCH = 8
 PAIRS = 9
 MIN_WINDOW_S = 0.3
 INPUTS = 4  # both loops rotate among the same number of pre-generated batches
+TIMEOUT_S = 3600.0  # per engine: its process is ended past this, and the benchmark stops with its log
 
 
 def _bare_torch(model_name: str, image_size: int, mode: str, layout: str):
@@ -178,8 +176,8 @@ def _best_bare_loop(factory, model_name: str, image_size: int, mode: str, layout
     return best, loops[best], {layout: median(r) * BATCH for layout, r in rates.items()}
 
 
-def worker(framework: str) -> dict:
-    from bench.backends import get_backend
+def worker(request: dict, context) -> dict:
+    """Every case of one engine (the task "overhead" of bench/execute/tasks.py, whose entry set the process up)."""
     from bench.config import Config, Settings
     from bench.measure.monitors import ProcessMemory
     from bench.measure.session import Session
@@ -187,14 +185,13 @@ def worker(framework: str) -> dict:
     from bench.measure.timing import alternating, window
 
     settings = Settings(warmup_steps=3, windows=PAIRS, min_window_s=MIN_WINDOW_S)
-    backend = get_backend(framework)
-    env = backend.setup_process(settings)
+    framework, backend, env = context.engine, context.backend, context.env
     backend.warm_framework()
     memory = ProcessMemory()
     memory.set_baseline()
     factory = {"torch": _bare_torch, "keras-tensorflow": _bare_tensorflow, "keras-jax": _bare_jax}[framework]
     layouts = ("channels_first", "channels_last") if framework == "torch" else ("channels_last",)
-    results = {"framework": framework, "env": env, "cases": []}
+    results = {"framework": framework, "cases": []}
     for model_name, image_size in CASES[framework]:
         for mode in ("train", "infer"):
             config = Config(
@@ -244,19 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of engines (default: torch,keras-tensorflow,keras-jax; one not installed is skipped)",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(args.worker)))
-        return 0
     from tabulate import tabulate
 
+    from bench.execute import tasks
     from bench.store.provenance import Segment, stamp
     from implementations import is_installed
 
     segment = Segment("python -m bench.studies.overhead " + " ".join(sys.argv[1:] if argv is None else argv))
 
-    root = Path(__file__).resolve().parents[2]
     all_results, rows = [], []
     from implementations.frameworks import ALIASES
 
@@ -267,17 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         if not is_installed(framework):
             print(f"{framework}: not installed, skipped", file=sys.stderr)
             continue
-        done = launch.run(
-            launch.python_module("bench.studies.overhead", "--worker", framework),
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
-        output = done.stdout
-        result = json.loads(output.strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory() as scratch:
+            log = Path(scratch) / "worker.log"
+            result = tasks.run(framework, "overhead", {}, log, Path(scratch), TIMEOUT_S)
+            if "error" in result:
+                print(log.read_text(errors="replace"), file=sys.stderr)
+                print(f"error: {framework}: {result['error']}", file=sys.stderr)
+                return 1
         all_results.append(result)
         for case in result["cases"]:
             interval = f"[{case['ratio_low']:.3f}-{case['ratio_high']:.3f}]" if case["ratio_low"] is not None else "—"

@@ -2,15 +2,15 @@
 2015, section 4.2), when trained by the backends' own training steps on real data?
 
 Each engine trains every network (plain and residual CIFAR nets of each depth) for every seed in a worker process
-of its own, one engine after another (bench/studies/train_worker.py); the report (train_report.py) puts the curves,
-the time to stated accuracies, the engines' agreement and a final table beside the paper's figures.
+of its own (bench/studies/train_worker.py, started through the task entry bench/execute/tasks.py); the report
+(train_report.py) puts the curves, the time to stated accuracies, the engines' agreement and a final table beside
+the paper's figures.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.backends.recipe import describe
-from bench.execute import launch
 
 ENGINES = ("torch", "keras-tensorflow", "keras-jax")
 KINDS = ("plain", "resnet")
@@ -60,39 +59,10 @@ class TrainRequest:
         return {**asdict(self), "models": list(self.models), "dataset": self.dataset, "recipe": describe()}
 
 
-def _start(engine: str, request: TrainRequest, out: Path, scratch: Path):
-    """Start the engine's worker; (process, its log handle, its result path)."""
-    extra = {"KERAS_BACKEND": engine.removeprefix("keras-")} if engine.startswith("keras-") else {}
-    request_path, result_path = scratch / f"request-{engine}.json", scratch / f"result-{engine}.json"
-    request_path.write_text(json.dumps(request.to_dict()))
-    log = (out / f"worker-{engine}.log").open("w")
-    command = launch.python_module("bench.studies.train_worker", engine, str(request_path), str(result_path))
-    return launch.start(command, env=launch.child_env(**extra), stdout=log, stderr=subprocess.STDOUT), log, result_path
-
-
-def _finish(engine: str, process, log, result_path: Path, deadline: float, timeout_s: float) -> dict:
-    """Wait for the worker until `deadline`; its result, with "error" when it failed or ran too long (the runs it
-    finished are kept)."""
-    error = None
-    try:
-        code = process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        if code != 0:
-            log.flush()
-            lines = Path(log.name).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            error = f"worker exited with {code}: {lines[0][:300]} (see {Path(log.name).name})"
-    except subprocess.TimeoutExpired:
-        error = f"timed out after {timeout_s:g} s (see {Path(log.name).name})"
-    launch.reap(process)  # its tree with it, and forgotten by the launcher
-    log.close()
-    result = json.loads(result_path.read_text()) if result_path.exists() else {"engine": engine, "runs": []}
-    if error is not None:
-        result["error"] = error
-    return result
-
-
 def run_study(request: TrainRequest, out: Path, say=print) -> Path:
     """Train in every engine of `request` into `out` (side by side when `request.parallel`, else one after
     another); returns the report's path."""
+    from bench.execute import tasks
     from bench.store.records import host_env
     from bench.studies.train_report import write_training_report
 
@@ -104,12 +74,15 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
         for group in groups:
             say(f"training {len(request.models)} networks x {len(request.seeds)} seeds for {request.epochs} epochs "
                 f"in {', '.join(group)}{' side by side' if len(group) > 1 else ''} ...")  # fmt: skip
-            running = [(engine, *_start(engine, request, out, Path(scratch))) for engine in group]
+            running = [
+                tasks.start(engine, "train", request.to_dict(), out / f"worker-{engine}.log", Path(scratch))
+                for engine in group
+            ]
             deadline = time.monotonic() + request.timeout_s
-            for engine, process, log, result_path in running:
-                result = _finish(engine, process, log, result_path, deadline, request.timeout_s)
+            for each in running:
+                result = tasks.finish(each, deadline, request.timeout_s, empty={"runs": []})
                 if "error" in result:
-                    say(f"  {engine}: {result['error']}")
+                    say(f"  {each.engine}: {result['error']}")
                 results.append(result)
     data = {"request": request.to_dict(), "env": env, "wall_s": time.monotonic() - started,
             "load_average": {"start": load_start, "end": os.getloadavg()[0]}, "results": results}  # fmt: skip

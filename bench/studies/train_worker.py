@@ -1,6 +1,4 @@
-"""One engine's part of the training study, in a process of its own:
-
-    python -m bench.studies.train_worker ENGINE REQUEST.json RESULT.json
+"""One engine's part of the training study, in a process of its own: the task "train" of bench/execute/tasks.py.
 
 For each seed and network: the backend's own prepared training step (`prepare` with a StepHook, the step the
 harness times and tests/test_timed_steps.py proves equal across engines), fed the seed's batches in order through
@@ -15,11 +13,8 @@ finished runs.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -202,31 +197,22 @@ def synthetic_throughput(backend, engine: str, model: str, request: dict, proces
     }
 
 
-def main() -> int:
-    started = time.perf_counter()
-    engine, request_path, result_path = sys.argv[1:4]
-    request = json.loads(Path(request_path).read_text())
-    if engine != "torch":
-        import torch  # noqa: F401  (before TensorFlow: the initial weights come from PyTorch in this process too)
-
-    from bench.backends import get_backend
-    from bench.config import Settings
+def train(request: dict, context) -> dict:
+    """The engine's training runs of `request` (the task "train" of bench/execute/tasks.py, whose entry has set
+    the process up): saved after every network, so a stopped worker keeps its finished runs."""
     from bench.measure.monitors import ProcessMemory
     from bench.studies.train_data import load
 
-    backend = get_backend(engine)
-    process_env = backend.setup_process(Settings(threads=request["threads"]))
-    process_env["framework"] = engine
+    engine, backend, process_env = context.engine, context.backend, context.env
     memory = ProcessMemory()
     memory.set_baseline()
     data = load(request["cifar10"], request["held_out"], request["train_images"])
-    result = {"engine": engine, "env": process_env, "data_digest": data.digest(), "data_description": data.description,
+    result = {"engine": engine, "data_digest": data.digest(), "data_description": data.description,
               "runs": [], "synthetic": {}}  # fmt: skip
-    out = Path(result_path)
 
     def write() -> None:
-        result.update(cpu_s=time.process_time(), wall_s=time.perf_counter() - started)  # the worker's, so far
-        out.write_text(json.dumps(result))
+        result.update(cpu_s=time.process_time(), wall_s=time.perf_counter() - context.started)  # the worker's, so far
+        context.save(result)
 
     for seed in request["seeds"]:
         for model in request["models"]:
@@ -246,9 +232,5 @@ def main() -> int:
             _say(f"{engine} {model} synthetic: {result['synthetic'][model]}")
             write()
     result["done"] = True
-    write()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    result.update(cpu_s=time.process_time(), wall_s=time.perf_counter() - context.started)
+    return result

@@ -2,6 +2,7 @@
 
 `python -m bench profile MODEL` times each stage of the lowered model as its own sub-model, splits a
 training step into forward, backward and optimizer, reads each framework's own profiler into one set of
-operator categories, and saves traces; gradient flow (bench.studies.gradient_flow) runs in its
-workers. Each engine runs in its own worker process (`worker.py`).
+operator categories, and saves traces. Each engine runs its part (this module's engine files: profile,
+gradient flow, the equal-work check) in a process of its own, through the one task entry
+(bench/execute/tasks.py).
 """

@@ -38,7 +38,7 @@ class _Setup:
             self.upstream.append(None if last else tf.constant(nhwc(data.upstream(nchw_shape(x.shape))), x.dtype))
 
 
-def profile(request: dict) -> dict:
+def profile(request: dict, context=None) -> dict:
     device = "/GPU:0" if request["device"] == "cuda" else "/CPU:0"
     with tf.device(device):
         setup = _Setup(request)
@@ -151,7 +151,7 @@ def _whole_functions(model, images, labels, loss_fn, train):
     }
 
 
-def equal_work(request: dict) -> dict:
+def equal_work(request: dict, context=None) -> dict:
     """For the equal-work test: each stage's output and gradients, in float64, from PyTorch's seeded weights,
     for each model of request["models"]."""
     return {"engine": "keras-tensorflow", "models": {m: _equal_work(dict(request, model=m)) for m in request["models"]}}
@@ -206,5 +206,5 @@ def _operator_profile(stages, lowered, images, labels, loss_fn, train, request) 
     return result
 
 
-def gradient_flow(request: dict) -> dict:
+def gradient_flow(request: dict, context=None) -> dict:
     return _gradient_flow(request, "keras-tensorflow")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,31 +26,13 @@ class ProfileRequest:
 
 
 def run_engine(engine: str, task: str, request: dict, out: Path, timeout_s: float) -> dict:
-    """The engine's result, or {"engine", "error"} when its worker fails or runs past `timeout_s`."""
-    from bench.execute import launch
+    """The engine's result (bench/execute/tasks.py), or {"engine", "error"} when its process fails or runs past
+    `timeout_s`."""
+    from bench.execute import tasks
 
-    env = launch.child_env()
-    if engine.startswith("keras-"):
-        env["KERAS_BACKEND"] = engine.removeprefix("keras-")
     with tempfile.TemporaryDirectory() as scratch:
-        request_path, result_path = Path(scratch) / "request.json", Path(scratch) / "result.json"
-        request_path.write_text(json.dumps({**request, "out": str(out)}))
         log = out / f"worker-{task}-{engine}.log"
-        with log.open("w") as handle:
-            try:
-                done = launch.run(
-                    launch.python_module("bench.studies.profiling.worker", engine, task, str(request_path), str(result_path)),
-                    env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                return {"engine": engine, "error": f"timed out after {timeout_s:g} s (see {log.name})"}
-        if done.returncode != 0 or not result_path.exists():
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            return {
-                "engine": engine,
-                "error": f"worker exited with {done.returncode}: {tail[0][:300]} (see {log.name})",
-            }
-        return json.loads(result_path.read_text())
+        return tasks.run(engine, task, {**request, "out": str(out)}, log, Path(scratch), timeout_s)
 
 
 def _each_engine(task: str, what: str, request, out: Path, timeout_s: float, say) -> dict:

@@ -92,7 +92,7 @@ class _Setup:
                     self.upstream[index] = gradient.to(self.device, x.dtype).contiguous(memory_format=memory_format)
 
 
-def profile(request: dict) -> dict:
+def profile(request: dict, context=None) -> dict:
     setup = _Setup(request)
     sync, train, autocast, labels = _sync(setup.device), setup.train, setup.autocast, setup.labels
     functions, saved = {}, {}
@@ -167,7 +167,7 @@ def _whole_functions(setup: _Setup) -> dict:
     }
 
 
-def equal_work(request: dict) -> dict:
+def equal_work(request: dict, context=None) -> dict:
     """For the equal-work test: each stage's output and gradients, in float64, from PyTorch's seeded weights,
     for each model of request["models"]."""
     return {"engine": "torch", "models": {m: _equal_work(dict(request, model=m)) for m in request["models"]}}
@@ -246,5 +246,5 @@ def _operator_profile(stages, labels, train, autocast, images, sync, request) ->
     return result
 
 
-def gradient_flow(request: dict) -> dict:
+def gradient_flow(request: dict, context=None) -> dict:
     return _gradient_flow(request, "torch")
