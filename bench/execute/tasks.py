@@ -17,16 +17,16 @@ turns window by window; a task runs to its end.)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
 
-ENGINES = ("torch", "keras-tensorflow", "keras-jax")
+from implementations.frameworks import FRAMEWORKS
+
 _PROFILING = {"torch": "torch_engine", "keras-tensorflow": "keras_engine", "keras-jax": "jax_engine"}
 
 
@@ -42,8 +42,8 @@ TASKS = {
     "profile": Task({e: f"bench.studies.profiling.{m}:profile" for e, m in _PROFILING.items()}),
     "gradient_flow": Task({e: f"bench.studies.profiling.{m}:gradient_flow" for e, m in _PROFILING.items()}),
     "equal_work": Task({e: f"bench.studies.profiling.{m}:equal_work" for e, m in _PROFILING.items()}),
-    "train": Task({e: "bench.studies.train_worker:train" for e in ENGINES}, torch_first=True),
-    "overhead": Task({e: "bench.studies.overhead:worker" for e in ENGINES}),
+    "train": Task({e: "bench.studies.train_worker:train" for e in FRAMEWORKS}, torch_first=True),
+    "overhead": Task({e: "bench.studies.overhead:worker" for e in FRAMEWORKS}),
 }
 
 
@@ -55,13 +55,13 @@ class Context:
     backend: Any
     env: dict
     result_path: Path
-    started: float = field(default_factory=time.perf_counter)  # the process's start, for a task's own wall time
+    started: float  # the process's start (time.perf_counter), for a task's own wall time
 
     def save(self, result: dict) -> None:
         """Write `result` (so far) with the environment, whole or not at all (a reader never sees half a file)."""
-        partial = self.result_path.with_name(self.result_path.name + ".part")
-        partial.write_text(json.dumps({**result, "env": self.env}))
-        os.replace(partial, self.result_path)
+        from bench.store.atomic import write_json
+
+        write_json(self.result_path, {**result, "env": self.env}, indent=None)
 
 
 def main(argv: list[str]) -> int:
@@ -94,7 +94,6 @@ def main(argv: list[str]) -> int:
 @dataclass
 class Running:
     engine: str
-    task: str
     process: subprocess.Popen
     log: IO[str]
     result_path: Path
@@ -113,7 +112,7 @@ def start(engine: str, task: str, request: dict, log_path: Path, scratch: Path) 
     log = log_path.open("w")
     command = launch.python_module("bench.execute.tasks", engine, task, str(request_path), str(result_path))
     process = launch.start(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return Running(engine, task, process, log, result_path)
+    return Running(engine, process, log, result_path)
 
 
 def finish(running: Running, deadline: float, timeout_s: float, empty: dict | None = None) -> dict:

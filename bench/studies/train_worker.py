@@ -210,9 +210,12 @@ def train(request: dict, context) -> dict:
     result = {"engine": engine, "data_digest": data.digest(), "data_description": data.description,
               "runs": [], "synthetic": {}}  # fmt: skip
 
-    def write() -> None:
+    def times() -> dict:
         result.update(cpu_s=time.process_time(), wall_s=time.perf_counter() - context.started)  # the worker's, so far
-        context.save(result)
+        return result
+
+    def write() -> None:
+        context.save(times())
 
     for seed in request["seeds"]:
         for model in request["models"]:
@@ -232,5 +235,4 @@ def train(request: dict, context) -> dict:
             _say(f"{engine} {model} synthetic: {result['synthetic'][model]}")
             write()
     result["done"] = True
-    result.update(cpu_s=time.process_time(), wall_s=time.perf_counter() - context.started)
-    return result
+    return times()  # saved by the task entry
