@@ -2,6 +2,7 @@
 env.json at its start and again at its end (also when stopped or crashed), a resumed run as a second segment,
 and the studies' JSON through the same `stamp`."""
 
+import datetime
 import json
 import shutil
 import subprocess
@@ -101,6 +102,19 @@ def test_a_segment_still_running_has_no_end_and_a_killed_one_stays_so():
     assert env["start"] == "2026-01-01T00:00:00+00:00"  # an older env.json's time is its start
     ended = stamp(env, segment.closed("completed"))
     assert len(ended["segments"]) == 1 and ended["segments"][0]["outcome"] == "completed"
+
+
+def test_the_wall_so_far_counts_the_running_last_segment_and_not_one_that_died_unrecorded():
+    def ago(seconds):
+        return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)).isoformat()
+
+    running = {"start": ago(100), "wall_s": None, "outcome": "running"}
+    died = {"start": ago(10_000), "wall_s": None, "outcome": "running"}
+    ended = {"start": ago(20_000), "wall_s": 50.0, "outcome": "completed"}
+    assert provenance.wall_so_far({"segments": [ended, running]}) == pytest.approx(150, abs=5)
+    assert provenance.wall_so_far({"segments": [died, ended]}) == 50.0  # the dead segment's time is unknown
+    assert provenance.wall_so_far({"segments": [died, running]}) == pytest.approx(100, abs=5)
+    assert provenance.wall_so_far({"wall_s": 7.0}) == 7.0 and provenance.wall_so_far({}) is None
 
 
 def test_env_json_is_replaced_atomically(tmp_path):

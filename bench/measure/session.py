@@ -20,8 +20,14 @@ from bench.store.records import Record, make_record
 LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's default format
 LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
 LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
-EXPLAIN_STEPS = (3, 12)  # steps in each half of the explain pass (unprofiled, then profiled): at least / at most
-EXPLAIN_HALF_S = 0.25  # each half runs about this long within those bounds: a short step's mean needs more steps
+EXPLAIN_STEPS = (3, 12)  # steps of the explain pass's profiled half: at least / at most
+EXPLAIN_HALF_S = 0.25  # the profiled half runs about this long within those bounds: a short step's mean needs more steps
+# The unprofiled half, the step the categories must add up to, is measured as the windows are: the median of the
+# means of EXPLAIN_CHUNKS runs of about EXPLAIN_CHUNK_S each (at least one step). A single 3-12 step mean (the
+# earlier rule) strayed from the windows' median by up to 10% on our CPU (results/runs/20261202-112420-cpu-cpu-default:
+# Keras on TensorFlow's ResNet-20 training at b=2, 13.75 against 12.45 ms), which is more than a small gap.
+EXPLAIN_CHUNKS = 5
+EXPLAIN_CHUNK_S = 0.1
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -201,8 +207,8 @@ class Session:
 
     def explain(self) -> dict:
         """The explain pass, after the windows and outside them (nothing here is in a timed figure): settling
-        steps, then steps unprofiled, their mean the step time the categories must add up to; then as many steps under the
-        framework's profiler, each operator's share of the wall time per category. "outside operators" is the
+        steps, then short unprofiled runs, the median of their mean steps the step time the categories must add up
+        to; then 3-12 steps under the framework's profiler, each operator's share of the wall time per category. "outside operators" is the
         unprofiled step less the operators' time: the framework's own work between them, and idle (negative
         where the profiler lengthens the operators by more than that)."""
         started = time.perf_counter()
@@ -212,7 +218,10 @@ class Session:
         steps = max(low, min(high, round(EXPLAIN_HALF_S / step_s)))
         try:
             timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
-            unprofiled = sum(timing.latency_pass(self.ready.step, self.ready.sync, steps)) / steps
+            chunk = max(1, round(EXPLAIN_CHUNK_S / step_s))
+            unprofiled = stats.median(
+                [sum(timing.latency_pass(self.ready.step, self.ready.sync, chunk)) / chunk for _ in range(EXPLAIN_CHUNKS)]
+            )
             found = self.backend.operator_categories(self.ready, self.config, steps)
         except Exception as error:  # the pass explains; it never costs a measured record
             found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}

@@ -13,7 +13,7 @@ from tabulate import tabulate
 from bench.config import Config, Plan, UsageError
 from bench.report import findings, tables
 from bench.report.tables import MIB, sig3
-from bench.store import atomic
+from bench.store import atomic, provenance
 from bench.store.atomic import ensure_dir, write_text
 from bench.store.records import RECORD_FIELDS, Record, RecordError, current_records, read_results
 
@@ -266,8 +266,9 @@ def render_markdown(
         out += ["No records yet.", ""] + _missing(loaded)
         return "\n".join(out) + "\n", "no records"
     found = findings.findings(records)
-    out += findings.render(found, env.get("wall_s"))
-    console += findings.render(found, env.get("wall_s"), markdown=False) + [""]
+    wall_s = provenance.wall_so_far(env)  # a run's own report is written before its segment closes
+    out += findings.render(found, wall_s)
+    console += findings.render(found, wall_s, markdown=False) + [""]
     intro = len(out)  # the trust line goes here once every section is counted
     out += [
         "Throughput is the median of the timed windows (img/s, higher is better); `OOM`, `error`, `timeout` and",

@@ -87,6 +87,21 @@ def stamp(env: dict, segment: dict) -> dict:
     }
 
 
+def wall_so_far(env: dict) -> float | None:
+    """The wall seconds of `env`'s segments to now: the ended ones' and, where the last is still running (the
+    report a run writes at its own end, before its segment closes), the time since it began. An earlier segment
+    left running died unrecorded: its time is unknown and not counted. None with no segments."""
+    total, found = 0.0, False
+    segments = env.get("segments", [])
+    for index, segment in enumerate(segments):
+        if segment.get("wall_s") is not None:
+            total, found = total + segment["wall_s"], True
+        elif index == len(segments) - 1 and segment.get("outcome") == RUNNING and segment.get("start"):
+            began = _dt.datetime.fromisoformat(segment["start"])
+            total, found = total + (_dt.datetime.now(_dt.timezone.utc) - began).total_seconds(), True
+    return round(total, 3) if found else env.get("wall_s")
+
+
 class EnvFile:
     """A folder's env.json over one segment of work: written (atomically) with the segment open when made, and
     again with its end, wall time and outcome by `close`. An env.json already there (a resumed run) is kept, and
