@@ -21,7 +21,7 @@ LAYOUTS_TRIED = ("channels_first", "channels_last")  # the first is PyTorch's de
 LAYOUT_TRIAL_ROUNDS = 6  # the fewest windows per format that give a 95% interval of a median
 LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported as not beyond the noise
 EXPLAIN_STEPS = (3, 12)  # steps of the explain pass's profiled half: at least / at most
-EXPLAIN_HALF_S = 0.25  # the profiled half runs about this long within those bounds: a short step's mean needs more steps
+EXPLAIN_HALF_S = 0.25  # the profiled half lasts about this long within those bounds (more steps for a short step)
 # The unprofiled half, the step the categories must add up to, is measured as the windows are: the median of the
 # means of EXPLAIN_CHUNKS runs of about EXPLAIN_CHUNK_S each (at least one step). A single 3-12 step mean (the
 # earlier rule) strayed from the windows' median by up to 10% on our CPU (results/runs/20261202-112420-cpu-cpu-default:
@@ -220,7 +220,10 @@ class Session:
             timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
             chunk = max(1, round(EXPLAIN_CHUNK_S / step_s))
             unprofiled = stats.median(
-                [sum(timing.latency_pass(self.ready.step, self.ready.sync, chunk)) / chunk for _ in range(EXPLAIN_CHUNKS)]
+                [
+                    sum(timing.latency_pass(self.ready.step, self.ready.sync, chunk)) / chunk
+                    for _ in range(EXPLAIN_CHUNKS)
+                ]
             )
             found = self.backend.operator_categories(self.ready, self.config, steps)
         except Exception as error:  # the pass explains; it never costs a measured record
