@@ -11,6 +11,7 @@ from bench.studies import train_data
 from bench.studies.train_data import Batches, DataError, epoch_order, load_cifar10, write_cifar_archive
 from bench.studies.train_report import (
     agreement,
+    chance_outside_spread,
     compare_depths,
     mean_agreement,
     spread,
@@ -138,6 +139,15 @@ def test_agreement_and_verdicts_follow_from_the_figures():
     found = verdicts(grouped, ("plain", "resnet"))
     assert (found["plain"]["final"], found["plain"]["throughout"]) == ("worse", "worse")
     assert found["resnet"]["final"] == "within the seed spread" and found["resnet"]["deep"] == "resnet56_cifar"
+
+
+def test_the_mean_curve_tests_own_failure_rate_falls_with_the_seeds():
+    """Two engines that train alike, by simulation: with 3 seeds the difference of the means leaves the
+    reference's range at an epoch in about 14% of draws (a textbook order statistic: the difference's sd is
+    0.82 of one run's, the expected range of 3 normals 1.69 of it), with 5 about 2%."""
+    three, five = chance_outside_spread(3), chance_outside_spread(5)
+    assert three == pytest.approx(0.143, abs=0.01) and five == pytest.approx(0.018, abs=0.005)
+    assert chance_outside_spread(2) > three > chance_outside_spread(4) > five
 
 
 def test_bad_input_exits_2_naming_the_choices(capsys):
