@@ -449,6 +449,7 @@ def render(data: dict) -> str:
               "PyTorch itself in float64 on the first seed: how far float32 rounding alone moves a run.", ""]  # fmt: skip
     rows = []
     counts = {"mean": 0, "run": 0, "networks": 0}
+    checks: list[tuple[str, str, dict]] = []  # (network, measure, epoch row) of every mean-curve check
     compared = [(name, res.get("runs", [])) for name, res in results.items() if name != ref_engine]
     if reference.get("float64_runs"):  # the control: the reference engine against itself in float64
         compared.append((f"{ref_engine} float64 (control)", reference["float64_runs"]))
@@ -473,6 +474,9 @@ def render(data: dict) -> str:
             held = agreement(ref_runs[model], grouped[model], "held_error")
             same = same_inputs(ref_runs[model], grouped[model])
             if "control" not in name:
+                for measure, found in (("training loss", mean_loss), ("held-out error", mean_held)):
+                    for row in found["per_epoch"] if found else []:
+                        checks.append((label(model), measure, row))
                 counts["networks"] += 1
                 counts["mean"] += bool(mean_loss and mean_loss["within"] and mean_held and mean_held["within"])
                 counts["run"] += bool(loss and loss["within"] and held and held["within"])
@@ -485,13 +489,19 @@ def render(data: dict) -> str:
                          "run for run: max |Δ held-out error| vs spread", "same initial weights", "same batches"], rows), ""]  # fmt: skip
         if counts["networks"]:
             seeds = min(len(runs) for runs in ref_runs.values() if runs)
+            chance = chance_outside_spread(seeds)
+            outside = [f"{network} {measure} at epoch {row['epoch']} ({row['deviation'] / row['spread']:.2f}x)"
+                       if row["spread"] > 0 else f"{network} {measure} at epoch {row['epoch']} (no spread)"
+                       for network, measure, row in checks if row["deviation"] > row["spread"]]  # fmt: skip
             lines += [f"Mean curves within the seed spread (training loss and held-out error, every epoch): "
                       f"{counts['mean']} of {counts['networks']} network-engine pairs; run for run: {counts['run']} of "
                       f"{counts['networks']}.", "",
+                      f"Mean-curve checks (network, measure, epoch) outside the spread: {len(outside)} of "
+                      f"{len(checks)}" + (f": {', '.join(outside)}." if outside else "."), "",
                       f"How strict the mean-curve test is with {seeds} seeds: two engines that train alike (every run "
                       "drawn from one normal distribution) fall outside the spread at a given epoch in "
-                      f"{chance_outside_spread(seeds):.1%} of simulated draws, so across the epochs and the two "
-                      "measures a pair can fail by chance; a difference that stays well beyond the spread cannot.",
+                      f"{chance:.1%} of simulated draws, about {chance * len(checks):.1f} of these {len(checks)} "
+                      "checks by chance; a difference that stays well beyond the spread is not chance.",
                       ""]  # fmt: skip
     else:
         lines += ["Only one engine ran: no comparison.", ""]
