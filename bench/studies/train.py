@@ -9,7 +9,6 @@ the paper's figures.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.backends.recipe import describe
+from bench.store.atomic import write_json
 
 ENGINES = ("torch", "keras-tensorflow", "keras-jax")
 KINDS = ("plain", "resnet")
@@ -86,7 +86,7 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
                 results.append(result)
     data = {"request": request.to_dict(), "env": env, "wall_s": time.monotonic() - started,
             "load_average": {"start": load_start, "end": os.getloadavg()[0]}, "results": results}  # fmt: skip
-    (out / "training.json").write_text(json.dumps(data, indent=1))
+    write_json(out / "training.json", data, indent=1)  # whole or not at all: the study's only copy
     return write_training_report(data, out)
 
 
