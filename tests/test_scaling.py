@@ -90,3 +90,42 @@ def test_efficiency_is_throughput_over_replicas_times_the_one_replica_throughput
     records = [record(1, 100.0), record(2, 180.0), record(4, None, "error")]
     assert efficiency(records[1], records) == pytest.approx(0.9)
     assert efficiency(records[2], records) is None
+
+
+def test_the_pytorch_replicas_step_is_the_backends_prepared_step_on_the_wrapped_model():
+    """`prepare(..., wrap=...)` hands the built model to the wrapper (DDP in a replica) and its step runs the
+    wrapped module: the same recipe the equivalence tests prove, now through the wrapper; a Keras engine, which
+    distributes under a tf.distribute strategy, refuses a wrapper by name."""
+    import torch
+
+    from bench.backends import WRAP_REFUSED
+    from bench.backends.fake_backend import FakeBackend
+    from bench.backends.torch_backend import TorchBackend
+    from bench.config import Config, Settings
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.inner(x)
+
+    wrapped = []
+
+    def wrap(model):
+        wrapped.append(Counting(model))
+        return wrapped[0]
+
+    config = Config("torch", "resnet8_cifar", 2, "train", layout="channels_first", image_size=32)
+    prepared = TorchBackend().prepare(config, Settings(threads=1), wrap=wrap)
+    before = [p.detach().clone() for p in prepared.model.parameters()]
+    prepared.step()
+    assert calls == [2] and wrapped[0].inner is prepared.model  # the step ran the wrapper, around the model
+    assert any(not torch.equal(a, p) for a, p in zip(before, prepared.model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="DistributedDataParallel"):
+        FakeBackend("keras-tensorflow").prepare(config, Settings(), wrap=wrap)
+    assert "tf.distribute" in WRAP_REFUSED

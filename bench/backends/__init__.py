@@ -36,6 +36,17 @@ class Prepared:
     feed: Callable[[Any, Any], None] | None = None
 
 
+# A data-parallel wrapper of a built model (PyTorch: the module the step then runs, DistributedDataParallel).
+Wrap = Callable[[Any], Any]
+WRAP_REFUSED = "data-parallel wrapping is PyTorch's (DistributedDataParallel); Keras engines distribute with a tf.distribute strategy"
+
+
+def refuse_wrap(wrap: Wrap | None) -> None:
+    """A Keras engine's prepare: no wrapper is taken (the scaling study runs their replicas under a strategy)."""
+    if wrap is not None:
+        raise ValueError(WRAP_REFUSED)
+
+
 @dataclass(frozen=True)
 class StepHook:
     """For tests: run a backend's own prepared step (the code the harness times) in a chosen dtype on
@@ -75,8 +86,12 @@ class Backend(Protocol):
         """Free what a kept model or traced step of another configuration holds, before `config` is measured."""
         ...
 
-    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
-        """Build (or reuse) the model and return its ready step."""
+    def prepare(
+        self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
+    ) -> Prepared:
+        """Build (or reuse) the model and return its ready step. `wrap` (PyTorch's data parallelism: the scaling
+        study's DistributedDataParallel) is applied to the built model, and the step runs the wrapped module;
+        an engine that distributes otherwise refuses it (WRAP_REFUSED)."""
         ...
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:

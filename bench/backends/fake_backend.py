@@ -15,7 +15,7 @@ import os
 import signal
 import time
 
-from bench.backends import MallocBacked, Prepared, StepHook
+from bench.backends import MallocBacked, Prepared, StepHook, Wrap, refuse_wrap
 from bench.config import Config, Settings
 from implementations import get_spec
 from implementations.lowering import flops_per_image
@@ -34,7 +34,10 @@ class FakeBackend(MallocBacked):
         time.sleep(self.behaviour.get("start_delay_s", 0))
         return {"framework_version": "fake", "intra_op_threads": settings.resolved_threads(), "backend": "fake"}
 
-    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
+    def prepare(
+        self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
+    ) -> Prepared:
+        refuse_wrap(wrap)
         b = self.behaviour
         if b.get("oom_at_batch") is not None and config.batch_size >= b["oom_at_batch"]:
             raise FakeOutOfMemory(f"fake out of memory at batch {config.batch_size}")

@@ -23,7 +23,9 @@ from bench.backends import (  # noqa: E402
     MallocBacked,
     Prepared,
     StepHook,
+    Wrap,
     is_allocation_failure,  # noqa: E402
+    refuse_wrap,
 )
 from bench.config import Config, Settings  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
@@ -127,7 +129,10 @@ class JaxBackend(MallocBacked):
             self._cached = {"key": key, "model": model}
         return model
 
-    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
+    def prepare(
+        self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
+    ) -> Prepared:
+        refuse_wrap(wrap)
         device = self._device(config)
         model = self._model(config, settings, hook)
         num_classes = model.output_shape[-1]

@@ -19,7 +19,9 @@ os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a wo
 from bench.backends import (  # noqa: E402
     Prepared,
     StepHook,
+    Wrap,
     is_allocation_failure,  # noqa: E402
+    refuse_wrap,
 )
 from bench.config import Config, Settings  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
@@ -164,7 +166,10 @@ class TensorFlowBackend:
         entry["steps"][(config.mode, config.batch_size)] = device_step
         return device_step
 
-    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
+    def prepare(
+        self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
+    ) -> Prepared:
+        refuse_wrap(wrap)
         device = self._device(config)
         entry = self._model(config, settings, device, hook)
         model = entry["model"]

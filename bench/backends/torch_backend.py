@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.backends import MallocBacked, Prepared, StepHook, is_allocation_failure
+from bench.backends import MallocBacked, Prepared, StepHook, Wrap, is_allocation_failure
 from bench.backends.recipe import MOMENTUM, learning_rate
 from bench.config import Config, Settings
 from implementations import build, count_params
@@ -159,9 +159,9 @@ class TorchBackend(MallocBacked):
         if self._cached is not None and self._cached[0] != self._key(config, settings):
             self.release()
 
-    def _model(self, config: Config, settings: Settings, hook: StepHook | None):
+    def _model(self, config: Config, settings: Settings, hook: StepHook | None, wrap: Wrap | None = None):
         key = self._key(config, settings)
-        if hook is None and self._cached is not None and self._cached[0] == key:
+        if hook is None and wrap is None and self._cached is not None and self._cached[0] == key:
             model = self._cached[1]
             for parameter in model.parameters():  # the last training step's gradients: not this one's memory
                 parameter.grad = None
@@ -172,14 +172,17 @@ class TorchBackend(MallocBacked):
         model = build(config.model, "torch", image_size=config.image_size, **options).to(self.device(config))
         if hook is not None and hook.dtype == "float64":
             model = model.double()
-        runnable = torch.compile(model, mode=settings.torch_compile_mode) if config.compile == "on" else model
-        if hook is None:
+        wrapped = wrap(model) if wrap is not None else model  # the step runs the wrapped module
+        runnable = torch.compile(wrapped, mode=settings.torch_compile_mode) if config.compile == "on" else wrapped
+        if hook is None and wrap is None:
             self._cached = (key, model, runnable)
         return model, runnable
 
-    def prepare(self, config: Config, settings: Settings, hook: StepHook | None = None) -> Prepared:
+    def prepare(
+        self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
+    ) -> Prepared:
         device = self.device(config)
-        model, runnable = self._model(config, settings, hook)
+        model, runnable = self._model(config, settings, hook, wrap)
         layout = "channels_first" if config.layout == "auto" else config.layout
         params = count_params(model)
         num_classes = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].out_features

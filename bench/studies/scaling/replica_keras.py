@@ -60,7 +60,8 @@ def main() -> int:
     batch, size = request["batch_size"], request["image_size"]
     global_batch = batch * strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build(request["model"], "keras-tensorflow", image_size=size, dropout=0.0)
+        # The spec's dropout, as the harness's cells and the PyTorch replica (equal work on both sides).
+        model = build(request["model"], "keras-tensorflow", image_size=size)
         optimizer = make_optimizer()
         optimizer.build(model.trainable_variables)  # built outside the replicas' step (a Keras 3 requirement)
         loss_fn = loss_function(reduction="sum")  # divided by the global batch in the step: the recipe's mean

@@ -2,8 +2,9 @@
 
     python -m torch.distributed.run --nproc-per-node N -m bench.studies.scaling.replica_torch REQUEST.json
 
-DistributedDataParallel over gloo (CPU) or NCCL (GPU). Every rank builds the same model from the same
-seed (DDP broadcasts rank 0's weights anyway) and trains on its own batch of the given per-replica size.
+DistributedDataParallel over gloo (CPU) or NCCL (GPU), around the harness's own prepared training step
+(`TorchBackend.prepare` with the DDP wrapper): every rank trains on its own inputs of the given per-replica size,
+from rank 0's weights (DDP broadcasts them).
 Windows alternate between the full step (gradients all-reduced) and the same step under DDP's
 `no_sync()` (no gradient exchange); a window's time is the slowest rank's (an all-reduce of the maximum),
 after a barrier that starts every rank together. Rank 0 writes the result; each rank writes a
@@ -30,47 +31,47 @@ def main() -> int:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from bench.backends.torch_backend import TorchBackend, loss_of, make_optimizer
-    from bench.config import Settings
+    from bench.backends.torch_backend import TorchBackend
+    from bench.config import Config, Settings
     from bench.measure.timing import alternating
-    from implementations import build
 
     # The backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in every other
-    # PyTorch path: without it a rank trained subnormal gradients many times slower.
-    process_env = TorchBackend().setup_process(
-        Settings(threads=request["threads_per_replica"], tf32=request.get("tf32", True))
-    )
+    # PyTorch path: without it a rank trained subnormal gradients many times slower. Each rank its own inputs
+    # (seed + rank); DDP broadcasts rank 0's weights when it wraps the model.
+    backend = TorchBackend()
+    settings = Settings(threads=request["threads_per_replica"], tf32=request.get("tf32", True),
+                        seed=request["seed"] + rank)  # fmt: skip
+    process_env = backend.setup_process(settings)
     cuda = request["device"] == "cuda"
-    backend = "nccl" if cuda else "gloo"
-    dist.init_process_group(backend)
+    collective = "nccl" if cuda else "gloo"
+    dist.init_process_group(collective)
     if request.get("kill_rank") == rank:  # the fault test: this rank dies after joining the group
         os.kill(os.getpid(), signal.SIGKILL)
     if request.get("hang_rank") == rank:
         time.sleep(3600)
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
-    torch.manual_seed(request["seed"])
-    model = build(request["model"], "torch", image_size=request["image_size"], dropout=0.0).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    optimizer = make_optimizer(ddp.parameters())
-    generator = torch.Generator().manual_seed(request["seed"] + rank)
-    batch, size = request["batch_size"], request["image_size"]
-    images = torch.randn(batch, 3, size, size, generator=generator).to(device)
-    labels = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    if cuda:
+        torch.cuda.set_device(device)
+    wrapped: list[DistributedDataParallel] = []
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss_of(ddp(images), labels).backward()
-        optimizer.step()
+    def data_parallel(model):
+        wrapped.append(DistributedDataParallel(model, device_ids=[device.index] if cuda else None))
+        return wrapped[0]
+
+    # The harness's own training step (bench/backends/torch_backend.py, proven by tests/test_timed_steps.py), on
+    # the DDP-wrapped model: the same recipe, inputs and layout as a `bench run` cell of this configuration.
+    config = Config("torch", request["model"], request["batch_size"], "train", layout="channels_first",
+                    image_size=request["image_size"], device=request["device"])  # fmt: skip
+    prepared = backend.prepare(config, settings, wrap=data_parallel)
+    ddp = wrapped[0]
+    step = prepared.step
 
     def local_step():
-        optimizer.zero_grad(set_to_none=True)
-        with ddp.no_sync():
-            loss_of(ddp(images), labels).backward()
-        optimizer.step()
+        with ddp.no_sync():  # the same step, its gradients not exchanged
+            prepared.step()
 
     def sync():
-        if cuda:
-            torch.cuda.synchronize(device)
+        prepared.sync()
 
     def slowest(seconds: float) -> float:
         value = torch.tensor([seconds], dtype=torch.float64)
@@ -106,7 +107,7 @@ def main() -> int:
     if rank == 0:
         Path(request["result"]).write_text(json.dumps({
             "first_step_s": first, "steps_per_window": steps, "full_window_s": full, "local_window_s": local,
-            "peak_memory_bytes_per_replica": peaks, "collective": backend, "world_size": world,
+            "peak_memory_bytes_per_replica": peaks, "collective": collective, "world_size": world,
             "memory_source": "max_memory_allocated" if cuda else "peak RSS of each rank's process",
             "torch_version": torch.__version__, "process_env": process_env,
         }))  # fmt: skip
