@@ -818,8 +818,9 @@ def scaling_exposed(sources: Sources, name: str, engine: str, model: str, replic
     if sign == "-":
         values = [-values[0], -values[2], -values[1]]
     ms = [v * 1e3 for v in values]
-    digits = 1 if ms[0] < 100 else 0
-    return f"{ms[0]:.{digits}f} ms [{ms[1]:.{digits}f}-{ms[2]:.{digits}f}]"
+    digits = 1 if abs(ms[0]) < 100 else 0
+    joint = " to " if ms[1] < 0 else "-"  # '[-66.4 to 83.5]', not '[-66.4-83.5]'
+    return f"{ms[0]:.{digits}f} ms [{ms[1]:.{digits}f}{joint}{ms[2]:.{digits}f}]"
 
 
 @figure("scaling-step")
@@ -834,6 +835,15 @@ def scaling_gradient(sources: Sources, name: str, model: str) -> str:
     if record is None:
         raise FigureError(f"scaling {name} has no {model} record")
     return f"{_sig(record.gradient_bytes / 2**20)} MiB"
+
+
+@figure("scaling-machine")
+def scaling_machine(sources: Sources, name: str) -> str:
+    """The CPU a scaling sweep ran on, from its env.json: 'AMD EPYC'."""
+    env = sources.json(f"results/scaling/{name}/env.json")
+    if not env.get("cpu_model"):
+        raise FigureError(f"results/scaling/{name}/env.json records no CPU")
+    return env["cpu_model"]
 
 
 # --- gradient flow -----------------------------------------------------------------------------------------
