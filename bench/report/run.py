@@ -298,9 +298,10 @@ def render_markdown(
         out += _kernel_variants(chosen)
     flags = tables.sanity_flags(records)
     summary = trust_summary(verdicts, flags, len(records))
-    out[intro:intro] = [f"**Trust**: {summary}", ""]
+    noisy = tables.noisy_run(records, flags)
+    out[intro:intro] = [f"**Trust**: {summary}", ""] + ([f"**Noisy run**: {noisy}.", ""] if noisy else [])
     out += _comparison_method() + _failures(records, loaded) + _missing(loaded) + _flags(flags)
-    console += [f"trust: {summary}"] + _top_flags(flags)
+    console += [f"trust: {summary}"] + ([f"noisy run: {noisy}."] if noisy else []) + _top_flags(flags)
     if loaded and loaded.missing:
         console.append(f"MISSING: {len(loaded.missing)} planned configuration(s) have no record (see report.md)")
     if plot_files:

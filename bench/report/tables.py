@@ -9,6 +9,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from bench.measure import stats
 from bench.measure.stats import Ratio, linear_fit, median_interval, paired_ratio, sequential_ratio
 from bench.store.records import Record
 from implementations import get_spec, list_models
@@ -287,6 +288,29 @@ def _what_it_changes(record: Record, cells: dict, section_tag: str) -> str:
 
 def _interval_text(u) -> str:
     return f"{sig3(u[0])}-{sig3(u[1])} img/s"
+
+
+# A run whose windows' median CV passes this (twice the noise margin) ran on a noisy machine: there more than a
+# quarter of the medians can be uncertain by more than UNCERTAIN_LIMIT, and the report says so above its tables
+# rather than leave it to a flag on most records. The committed Intel Xeon default runs: 2.6% median CV, 1 record
+# of 32 flagged; the AMD EPYC run of 2026-12-03: 12.4%, 17 of 32.
+NOISY_RUN_CV = 0.10
+
+
+def noisy_run(records: list[Record], flags: list[Flag]) -> str | None:
+    """The report's line for a noisy run: how many medians are uncertain, the windows' median CV; else None."""
+    cvs = sorted(r.throughput_cv for r in records if r.status == "ok" and r.throughput_cv is not None)
+    if not cvs:
+        return None
+    median_cv = stats.median(cvs)
+    uncertain = len({id(f.record) for f in flags if f.kind == "uncertain"})
+    if median_cv <= NOISY_RUN_CV and 4 * uncertain <= len(records):
+        return None
+    return (
+        f"{uncertain} of {len(records)} records' throughput is uncertain by more than {UNCERTAIN_LIMIT:.0%} (the "
+        f"windows' median CV is {median_cv:.1%}, above the {NOISY_RUN_CV:.0%} this report calls noisy): read this run's "
+        "figures by their intervals; a decided comparison stands, its interval clear of the margin"
+    )
 
 
 def sanity_flags(records: list[Record]) -> list[Flag]:
