@@ -208,9 +208,9 @@ class Session:
     def explain(self) -> dict:
         """The explain pass, after the windows and outside them (nothing here is in a timed figure): settling
         steps, then short unprofiled runs, the median of their mean steps the step time the categories must add up
-        to; then 3-12 steps under the framework's profiler, each operator's share of the wall time per category. "outside operators" is the
-        unprofiled step less the operators' time: the framework's own work between them, and idle (negative
-        where the profiler lengthens the operators by more than that)."""
+        to; then 3-12 steps under the framework's profiler, each operator's share of the wall time per category.
+        "outside operators" is the unprofiled step less the operators' time: the framework's own work between
+        them, and idle (negative where the profiler lengthens the operators by more than that)."""
         started = time.perf_counter()
         low, high = EXPLAIN_STEPS
         timed = sorted(w.seconds / self.steps_per_window for w in self.windows) if self.steps_per_window else []

@@ -299,7 +299,7 @@ NOISY_RUN_CV = 0.10
 
 def noisy_run(records: list[Record], flags: list[Flag]) -> str | None:
     """The report's line for a noisy run: how many medians are uncertain, the windows' median CV; else None."""
-    cvs = sorted(r.throughput_cv for r in records if r.status == "ok" and r.throughput_cv is not None)
+    cvs = [r.throughput_cv for r in records if r.status == "ok" and r.throughput_cv is not None]
     if not cvs:
         return None
     median_cv = stats.median(cvs)

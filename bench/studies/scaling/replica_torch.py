@@ -64,14 +64,11 @@ def main() -> int:
                     image_size=request["image_size"], device=request["device"])  # fmt: skip
     prepared = backend.prepare(config, settings, wrap=data_parallel)
     ddp = wrapped[0]
-    step = prepared.step
+    step, sync = prepared.step, prepared.sync
 
     def local_step():
         with ddp.no_sync():  # the same step, its gradients not exchanged
-            prepared.step()
-
-    def sync():
-        prepared.sync()
+            step()
 
     def slowest(seconds: float) -> float:
         value = torch.tensor([seconds], dtype=torch.float64)
