@@ -9,6 +9,7 @@ import pytest
 
 from bench.config import build_plan
 from bench.execute.runner import Runner, cells
+from bench.measure.session import EXPLAIN_CHUNKS
 from bench.report import tables
 from bench.report.run import render_markdown
 from bench.store.records import RunStore, load_records, make_record
@@ -51,6 +52,11 @@ def test_windows_alternate_between_engines_with_the_order_reversed_every_pair(tm
     records = Runner(plan(), RunStore(tmp_path), {}, out=QUIET).run_cell(list(plan().configs))
     windows = ["A" if framework == "torch" else "B" for cmd, framework in calls if cmd == "window"]
     assert "".join(windows) == "BA" + "ABBA" * 3  # an untimed settling pair, then AB BA ... (A: torch)
+    # The explain pass's unprofiled runs after the windows, paired the same way, before either record is made.
+    chunks = ["A" if framework == "torch" else "B" for cmd, framework in calls if cmd == "explain_chunk"]
+    assert EXPLAIN_CHUNKS % 2 == 0 and "".join(chunks) == "AB" + "BAAB" * (EXPLAIN_CHUNKS // 2 - 1) + "BA"
+    last_chunk = max(i for i, (cmd, _) in enumerate(calls) if cmd == "explain_chunk")
+    assert last_chunk < min(i for i, (cmd, _) in enumerate(calls) if cmd == "finish")
     assert [cmd for cmd, _ in calls[:2]] == ["prepare", "prepare"] and [cmd for cmd, _ in calls[-2:]] == [
         "finish",
         "finish",

@@ -6,6 +6,7 @@ stdin and reads one reply per request:
 
   {"cmd": "prepare", "id": K, "config": {...}}   -> {"prepared": {"steps_per_window": N, ...}} or {"record": failure}
   {"cmd": "window", "id": K, "discard": false}   -> {"window": {"seconds": s, "steps": N}} or {"record": failure}
+  {"cmd": "explain_chunk", "id": K}              -> {"chunk": {"seconds": s, "steps": N}} or {"record": failure}
   {"cmd": "finish", "id": K, "cell": {...}}      -> {"record": {...}}
   {"cmd": "probe", "config": {...}}              -> {"probe": {"status": "ok", ...}} or {"record": failure}
   {"cmd": "setup" | "step" | "steps_end"}        stepwise use by the pytest-benchmark suite
@@ -85,6 +86,8 @@ def main() -> int:
             elif command == "window":
                 discard = bool(request.get("discard"))
                 reply(session_call(request["id"], lambda s, discard=discard: {"window": s.window(discard)}))
+            elif command == "explain_chunk":  # one unprofiled run of the explain pass, in the cell's alternation
+                reply(session_call(request["id"], lambda s: {"chunk": s.explain_chunk()}))
             elif command == "finish":
                 key, cell = request["id"], request.get("cell")
                 reply(session_call(key, lambda s, cell=cell: {"record": s.finish(cell)}))

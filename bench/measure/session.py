@@ -23,11 +23,14 @@ LAYOUT_MARGIN = 0.05  # the cells' margin: a trial ratio inside it is reported a
 EXPLAIN_STEPS = (3, 12)  # steps of the explain pass's profiled half: at least / at most
 EXPLAIN_HALF_S = 0.25  # the profiled half lasts about this long within those bounds (more steps for a short step)
 # The unprofiled half, the step the categories must add up to, is measured as the windows are: the median of the
-# means of EXPLAIN_CHUNKS runs of about EXPLAIN_CHUNK_S each (at least one step). A single 3-12 step mean (the
-# earlier rule) strayed from the windows' median by up to 10% on our CPU (results/runs/20261202-112420-cpu-cpu-default:
-# Keras on TensorFlow's ResNet-20 training at b=2, 13.75 against 12.45 ms), which is more than a small gap.
-EXPLAIN_CHUNKS = 5
-EXPLAIN_CHUNK_S = 0.1
+# means of EXPLAIN_CHUNKS runs of about EXPLAIN_CHUNK_S each (at least one step), each settled first. In a cell the
+# runner asks for them in the windows' alternating order, engine by engine (AB BA ...), so a slow spell lands on both
+# engines' references alike; measured one engine after the other, the two references of a cell differed from their
+# windows' gap in opposite directions (results/runs/20261203-121002-cpu-cpu-default: ResNet-20 training at b=2, TensorFlow's
+# reference 22% below its windows' median and PyTorch's 2% above, so the pass found TensorFlow the faster). A single
+# 3-12 step mean strayed from the windows' median by up to 10% (results/runs/20261202-112420-cpu-cpu-default).
+EXPLAIN_CHUNKS = 6  # even: the alternating order puts each engine first in half of the rounds
+EXPLAIN_CHUNK_S = 0.15
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -70,6 +73,8 @@ class Session:
     windows_planned: int = 0
     step_estimate_s: float = 0.0  # the warm-up's (or layout trial's) step time: sizes the windows and their settling
     unavailable_notes: dict = field(default_factory=dict)  # field -> why, added to the record's `unavailable`
+    explain_chunks: list[float] = field(default_factory=list)  # the explain pass's unprofiled mean steps so far
+    explain_chunks_s: float = 0.0  # and the wall time they took, settling included
 
     @property
     def ready(self) -> Prepared:
@@ -205,30 +210,41 @@ class Session:
         whose step has finished when it returns."""
         return self.config.device == "cpu" and self.ready.synchronous
 
-    def explain(self) -> dict:
-        """The explain pass, after the windows and outside them (nothing here is in a timed figure): settling
-        steps, then short unprofiled runs, the median of their mean steps the step time the categories must add up
-        to; then 3-12 steps under the framework's profiler, each operator's share of the wall time per category.
-        "outside operators" is the unprofiled step less the operators' time: the framework's own work between
-        them, and idle (negative where the profiler lengthens the operators by more than that)."""
-        started = time.perf_counter()
-        low, high = EXPLAIN_STEPS
+    def _window_step_s(self) -> float:
+        """The windows' median step: sizes the explain pass's runs."""
         timed = sorted(w.seconds / self.steps_per_window for w in self.windows) if self.steps_per_window else []
-        step_s = timed[len(timed) // 2] if timed else EXPLAIN_HALF_S / low
-        steps = max(low, min(high, round(EXPLAIN_HALF_S / step_s)))
+        return timed[len(timed) // 2] if timed else EXPLAIN_HALF_S / EXPLAIN_STEPS[0]
+
+    def explain_chunk(self) -> dict:
+        """One unprofiled run of the explain pass (about EXPLAIN_CHUNK_S, at least one step), settled first as a
+        window is: its mean step is kept for the pass's reference. Untimed for any figure."""
+        started = time.perf_counter()
+        step_s = self._window_step_s()
+        steps = max(1, round(EXPLAIN_CHUNK_S / step_s))
+        timing.settle(self.ready.step, self.ready.sync, timing.settle_steps(step_s))
+        mean = sum(timing.latency_pass(self.ready.step, self.ready.sync, steps)) / steps
+        self.explain_chunks.append(mean)
+        self.explain_chunks_s += time.perf_counter() - started
+        return {"seconds": mean, "steps": steps}
+
+    def explain(self) -> dict:
+        """The explain pass, after the windows and outside them (nothing here is in a timed figure): the
+        unprofiled runs the runner has not already asked for (in a cell it asks for them alternating between the
+        engines), the median of their mean steps the step time the categories must add up to; then 3-12 steps
+        under the framework's profiler, each operator's share of the wall time per category. "outside operators"
+        is the unprofiled step less the operators' time: the framework's own work between them, and idle (negative
+        where the profiler lengthens the operators by more than that)."""
+        started, asked_before = time.perf_counter(), self.explain_chunks_s  # the runs asked for before are its cost too
+        low, high = EXPLAIN_STEPS
+        steps = max(low, min(high, round(EXPLAIN_HALF_S / self._window_step_s())))
         try:
-            timing.settle(self.ready.step, self.ready.sync, max(1, timing.settle_steps(step_s)))
-            chunk = max(1, round(EXPLAIN_CHUNK_S / step_s))
-            unprofiled = stats.median(
-                [
-                    sum(timing.latency_pass(self.ready.step, self.ready.sync, chunk)) / chunk
-                    for _ in range(EXPLAIN_CHUNKS)
-                ]
-            )
+            while len(self.explain_chunks) < EXPLAIN_CHUNKS:
+                self.explain_chunk()
+            unprofiled = stats.median(self.explain_chunks)
             found = self.backend.operator_categories(self.ready, self.config, steps)
         except Exception as error:  # the pass explains; it never costs a measured record
             found = {"categories_unavailable": f"{type(error).__name__}: {error}"[:300]}
-        cost = time.perf_counter() - started
+        cost = time.perf_counter() - started + asked_before
         if "categories" in found:
             categories = dict(found["categories"])
             categories[OUTSIDE_OPERATORS] = unprofiled - sum(categories.values())
