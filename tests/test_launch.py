@@ -227,7 +227,7 @@ def _is_rank(pid: int) -> bool:
         leader = os.getsid(pid) == pid
     except OSError:
         return False
-    return "bench.studies.scaling.replica_torch" in line and "torch.distributed.run" not in line and leader
+    return "bench.execute.tasks torch replica" in line and "torch.distributed.run" not in line and leader
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)

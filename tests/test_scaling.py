@@ -129,3 +129,55 @@ def test_the_pytorch_replicas_step_is_the_backends_prepared_step_on_the_wrapped_
     with pytest.raises(ValueError, match="DistributedDataParallel"):
         FakeBackend("keras-tensorflow").prepare(config, Settings(), wrap=wrap)
     assert "tf.distribute" in WRAP_REFUSED
+
+
+# Run in a process of its own: TensorFlow's logical devices must be set before anything initialises it.
+STRATEGY_CASE = r"""
+import json, os, sys
+import numpy as np
+from bench.backends import StepHook
+from bench.backends.tf_backend import TensorFlowBackend, tf
+from bench.config import Config, Settings
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(devices=["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(5)
+hook = StepHook(dtype="float64", inputs=(rng.standard_normal((4, 3, 16, 16)), rng.standard_normal((4, 3, 16, 16))),
+                labels=(rng.integers(0, 10, 4), rng.integers(0, 10, 4)))
+settings = Settings(seed=3)
+model = sys.argv[1]
+backend = TensorFlowBackend()
+whole = backend.prepare(Config("keras-tensorflow", model, 4, "train", image_size=16), settings, hook)
+start = [w.copy() for w in whole.model.get_weights()]
+for _ in range(3):
+    whole.step()
+whole.sync()
+alone = whole.model.get_weights()
+replicated = backend.prepare(Config("keras-tensorflow", model, 2, "train", image_size=16), settings, hook, wrap=strategy)
+replicated.model.set_weights(start)
+replicated.no_exchange()  # the control step leaves the model's weights as they are
+unchanged = max(float(np.max(np.abs(a - b))) for a, b in zip(replicated.model.get_weights(), start))
+for _ in range(3):
+    replicated.step()
+replicated.sync()
+worst = 0.0
+for a, b, s in zip(alone, replicated.model.get_weights(), start):
+    update = np.max(np.abs(a - s))
+    if update > 0:
+        worst = max(worst, float(np.max(np.abs(a - b)) / update))
+print(json.dumps({"worst": worst, "unchanged": unchanged, "replicas": strategy.num_replicas_in_sync}))
+"""
+
+
+def test_keras_replicas_under_a_strategy_give_the_single_process_steps_update():
+    """Keras on TensorFlow's data-parallel step is the harness's own step under a tf.distribute strategy: two
+    replicas, each stepping on its half of a batch of 4, give the update of one unwrapped step on the whole batch
+    (float64, 3 momentum steps; a net without BatchNorm, whose batch statistics are each replica's own), and the
+    scaling study's control step (no gradient exchange) leaves the model's weights untouched."""
+    result = subprocess.run([sys.executable, "-c", STRATEGY_CASE, "resnet8_cifar_nobn"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["replicas"] == 2 and found["unchanged"] == 0.0
+    assert found["worst"] < 1e-10, found

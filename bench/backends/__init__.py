@@ -34,15 +34,23 @@ class Prepared:
     # With a StepHook: feed(images, labels) gives the next step this batch (NCHW NumPy images, int labels, the
     # hook's batch size) in place of the hook's rotation; a study that trains on data calls it before each step.
     feed: Callable[[Any, Any], None] | None = None
+    # Keras on TensorFlow under a tf.distribute strategy: the same training step with the gradients kept in each
+    # replica (not exchanged), and the optimizer alone; the scaling study's control. PyTorch's is DDP's no_sync().
+    no_exchange: Callable[[], None] | None = None
 
 
-# A data-parallel wrapper of a built model (PyTorch: the module the step then runs, DistributedDataParallel).
-Wrap = Callable[[Any], Any]
-WRAP_REFUSED = "data-parallel wrapping is PyTorch's (DistributedDataParallel); Keras engines distribute with a tf.distribute strategy"
+# A data-parallel wrapping of a built model. PyTorch: a callable applied to the built module (the module the step
+# then runs, DistributedDataParallel). Keras on TensorFlow: a tf.distribute strategy, under whose scope the model
+# and optimizer are built and whose replicas run the step.
+Wrap = Any
+WRAP_REFUSED = (
+    "data-parallel wrapping is PyTorch's (a module wrapper: DistributedDataParallel) or Keras on TensorFlow's "
+    "(a tf.distribute strategy); this engine takes neither"
+)
 
 
 def refuse_wrap(wrap: Wrap | None) -> None:
-    """A Keras engine's prepare: no wrapper is taken (the scaling study runs their replicas under a strategy)."""
+    """The prepare of an engine with no data-parallel wrapping (Keras on JAX, the test double)."""
     if wrap is not None:
         raise ValueError(WRAP_REFUSED)
 
@@ -89,9 +97,10 @@ class Backend(Protocol):
     def prepare(
         self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
     ) -> Prepared:
-        """Build (or reuse) the model and return its ready step. `wrap` (PyTorch's data parallelism: the scaling
-        study's DistributedDataParallel) is applied to the built model, and the step runs the wrapped module;
-        an engine that distributes otherwise refuses it (WRAP_REFUSED)."""
+        """Build (or reuse) the model and return its ready step. `wrap` is the scaling study's data parallelism:
+        PyTorch applies it to the built model (DistributedDataParallel) and the step runs the wrapped module;
+        Keras on TensorFlow takes a tf.distribute strategy and runs the same step in its replicas; an engine with
+        neither refuses it (WRAP_REFUSED)."""
         ...
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:

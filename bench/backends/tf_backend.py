@@ -1,6 +1,12 @@
 """TensorFlow backend: Keras 3 models, a tf.function step with GradientTape (XLA when compiled),
 the Keras mixed-precision policy for bf16/fp16, memory growth on every GPU.
 
+Data parallelism: `prepare(..., wrap=strategy)` with a tf.distribute strategy (the scaling study's
+MirroredStrategy or MultiWorkerMirroredStrategy) builds the model and optimizer under its scope and runs the same
+step in every replica (each its own batch of the configuration's size; Keras divides the recipe's mean loss by the
+replicas and its optimizer sums the gradients across them, giving the mean over the global batch); `Prepared.no_exchange`
+is the same forward and backward with the gradients kept local, and the optimizer alone on a copy of the weights.
+
 A built model is kept for the next configuration of the same model, size, precision and compile
 setting, so a model is built once per worker. Each mode and batch size gets its own step, traced for its
 static shape (the previous one is dropped first, so its graph is not counted in the next peak): a batch-polymorphic signature (None batch dimension) made ResNet-20 CIFAR training 1.08x
@@ -8,6 +14,7 @@ slower [0.91-0.97] on our CPU (`python -m bench.studies.tf_signature`), so it is
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -17,11 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_BACKEND"] = "tensorflow"  # process-wide: this engine has a worker of its own
 
 from bench.backends import (  # noqa: E402
+    WRAP_REFUSED,
     Prepared,
     StepHook,
     Wrap,
     is_allocation_failure,  # noqa: E402
-    refuse_wrap,
 )
 from bench.config import Config, Settings  # noqa: E402
 from implementations import build, count_params, require  # noqa: E402
@@ -117,63 +124,127 @@ class TensorFlowBackend:
             self._cached["steps"] = {}
             gc.collect()
 
-    def _model(self, config: Config, settings: Settings, device: str, hook: StepHook | None) -> dict:
+    def _model(self, config: Config, settings: Settings, device: str, hook: StepHook | None, strategy=None) -> dict:
         key = self._key(config, settings)
-        if hook is None and self._cached is not None and self._cached["key"] == key:
+        if hook is None and strategy is None and self._cached is not None and self._cached["key"] == key:
             return self._cached
         self.release()
         policy = "float64" if hook is not None and hook.dtype == "float64" else _POLICIES[config.precision]
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(settings.seed)
         options: dict[str, Any] = {"dropout": hook.dropout} if hook else {}
-        with tf.device(device):
+        with strategy.scope() if strategy is not None else tf.device(device):
             model = build(config.model, "keras-tensorflow", image_size=config.image_size, **options)
         entry = {"key": key, "model": model, "steps": {}}
-        if hook is None:
+        if hook is None and strategy is None:
             self._cached = entry
         return entry
 
-    def _step_function(self, entry: dict, config: Config):
-        """The step function of a mode and batch size (traced for its static shape)."""
+    def _step_function(self, entry: dict, config: Config, strategy=None):
+        """The step function of a mode and batch size (traced for its static shape); under a strategy, the same
+        step in every replica."""
         if (config.mode, config.batch_size) in entry["steps"]:
             return entry["steps"][(config.mode, config.batch_size)]
         model = entry["model"]
         jit = True if config.compile == "on" else None  # None: TensorFlow's default execution, no XLA
         if config.mode == "train":
-            optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
+                if strategy is not None:
+                    optimizer.build(model.trainable_variables)  # outside the replicas' step (Keras 3 requires it)
             # Keras losses compute in floatx() (float32) unless told: follow a float64 model (the test hook).
             loss_dtype = "float64" if model.dtype_policy.compute_dtype == "float64" else "float32"
             loss_fn = loss_function(loss_dtype)
 
-            @tf.function(jit_compile=jit)
-            def device_step(x, y):
+            def loss_and_grads(x, y):
                 with tf.GradientTape() as tape:
                     logits = model(x, training=True)
                     if logits.dtype in (tf.float16, tf.bfloat16):  # never a downcast of float64
                         logits = tf.cast(logits, tf.float32)
+                    # Under a strategy Keras divides each replica's mean over its batch by the replicas
+                    # (keras.losses' scale_loss_for_distribution) and its optimizer sums the replicas' gradients:
+                    # the update is the mean over the global batch (tests/test_scaling.py checks it).
                     loss = loss_fn(y, logits)
                     scaled = optimizer.scale_loss(loss)
-                grads = tape.gradient(scaled, model.trainable_variables)
+                return loss, tape.gradient(scaled, model.trainable_variables)
+
+            def train_step(x, y):
+                loss, grads = loss_and_grads(x, y)
                 optimizer.apply_gradients(zip(grads, model.trainable_variables))
                 return loss
 
+            if strategy is None:
+                device_step = tf.function(train_step, jit_compile=jit)
+            else:
+
+                @tf.function(jit_compile=jit)
+                def device_step(x, y):
+                    return strategy.run(train_step, args=(x, y))
+
+                entry["loss_and_grads"] = loss_and_grads
+
         else:
 
-            @tf.function(jit_compile=jit)
-            def device_step(x, y):
+            def infer_step(x, y):
                 return model(x, training=False)
+
+            if strategy is None:
+                device_step = tf.function(infer_step, jit_compile=jit)
+            else:
+
+                @tf.function(jit_compile=jit)
+                def device_step(x, y):
+                    return strategy.run(infer_step, args=(x, y))
 
         entry["steps"][(config.mode, config.batch_size)] = device_step
         return device_step
 
+    @staticmethod
+    def _strategy(wrap: Wrap | None):
+        """A tf.distribute strategy is this engine's data-parallel wrapping; PyTorch's module wrapper is refused."""
+        if wrap is None or isinstance(wrap, tf.distribute.Strategy):
+            return wrap
+        raise ValueError(WRAP_REFUSED)
+
+    def _no_exchange(self, entry: dict, strategy, inputs: list, labels: list):
+        """The wrapped training step with no gradient exchange, for the scaling study: every replica's forward
+        and backward (the step's own loss and gradients, not reduced), then the optimizer alone, on one copy of
+        the weights and gradients of ones (no replica's update waits for another's)."""
+        loss_and_grads = entry["loss_and_grads"]
+        model = entry["model"]
+
+        @tf.function
+        def local(x, y):
+            def replica(x, y):
+                _, grads = loss_and_grads(x, y)
+                return tf.add_n([tf.reduce_sum(g) for g in grads])
+
+            return strategy.run(replica, args=(x, y))
+
+        ones = [tf.ones_like(v) for v in model.trainable_variables]
+        copies = [keras.Variable(v.numpy()) for v in model.trainable_variables]
+        alone = make_optimizer()
+        alone.build(copies)
+
+        @tf.function
+        def optimizer_only():
+            alone.apply_gradients(zip(ones, copies))
+            return alone.iterations
+
+        def no_exchange():
+            tf.nest.map_structure(lambda t: t.numpy(), strategy.experimental_local_results(local(inputs[0], labels[0])))
+            optimizer_only().numpy()
+
+        return no_exchange
+
     def prepare(
         self, config: Config, settings: Settings, hook: StepHook | None = None, wrap: Wrap | None = None
     ) -> Prepared:
-        refuse_wrap(wrap)
+        strategy = self._strategy(wrap)
         device = self._device(config)
-        entry = self._model(config, settings, device, hook)
+        entry = self._model(config, settings, device, hook, strategy)
         model = entry["model"]
-        device_step = self._step_function(entry, config)
+        device_step = self._step_function(entry, config, strategy)
         num_classes = model.output_shape[-1]
         # Inputs in float32 (mixed policies cast inside the model), in float64 for the test hook: a Keras
         # Input is float32 whatever the policy, and rounding float64 images to it changed the updates.
@@ -189,6 +260,8 @@ class TensorFlowBackend:
                     tf.random.uniform((config.batch_size,), 0, num_classes, dtype=tf.int32, seed=settings.seed + i)
                     for i in range(settings.inputs)
                 ]
+        if strategy is not None:
+            inputs, labels = _distribute(strategy, inputs, labels, config, settings, hook is not None, num_classes)
         counter = [0]
         last = [None]
 
@@ -201,7 +274,10 @@ class TensorFlowBackend:
         def sync() -> None:
             # Fetching a value to the host is TensorFlow's synchronisation point.
             if last[0] is not None:
-                last[0].numpy()
+                if strategy is not None:
+                    tf.nest.map_structure(lambda t: t.numpy(), strategy.experimental_local_results(last[0]))
+                else:
+                    last[0].numpy()
 
         def feed(x, y) -> None:
             with tf.device(device):
@@ -213,9 +289,12 @@ class TensorFlowBackend:
         if device.startswith("/GPU"):
             gpu = tf.config.list_physical_devices("GPU")[0]
             name = tf.config.experimental.get_device_details(gpu).get("device_name")
+        no_exchange = None
+        if strategy is not None and config.mode == "train":
+            no_exchange = self._no_exchange(entry, strategy, inputs, labels)
         return Prepared(
             step=step, sync=sync, params=count_params(model), device_name=name, model=model, handle=(inputs, labels),
-            feed=feed if hook is not None else None,
+            feed=feed if hook is not None and strategy is None else None, no_exchange=no_exchange,
         )  # fmt: skip
 
     def operator_categories(self, prepared: Prepared, config: Config, steps: int) -> dict:
@@ -278,3 +357,27 @@ class TensorFlowBackend:
     @staticmethod
     def is_oom(error: BaseException) -> bool:
         return isinstance(error, tf.errors.ResourceExhaustedError) or is_allocation_failure(error)
+
+
+def _distribute(strategy, inputs: list, labels: list, config: Config, settings: Settings, split: bool, classes: int):
+    """Per-replica inputs under a strategy. The test hook's batches are the global batch, split among the replicas
+    in order (replica r its r-th slice); otherwise each replica draws its own batch of the configuration's size
+    (seeded by the process's seed and the replica's number, so no two replicas see the same images)."""
+    replicas = strategy.num_replicas_in_sync
+
+    def per_replica(i: int):
+        def value(context):
+            r = context.replica_id_in_sync_group
+            if split:
+                size = inputs[i].shape[0] // replicas
+                return inputs[i][r * size : (r + 1) * size], labels[i][r * size : (r + 1) * size]
+            seed = settings.seed * 1000 + r
+            shape = (config.batch_size, config.image_size, config.image_size, 3)
+            images = tf.random.stateless_normal(shape, seed=(seed, i), dtype=inputs[i].dtype)
+            return images, tf.random.stateless_uniform((config.batch_size,), seed=(seed, i + 1_000_000), minval=0,
+                                                      maxval=classes, dtype=tf.int32)  # fmt: skip
+
+        return strategy.experimental_distribute_values_from_function(value)
+
+    pairs = [per_replica(i) for i in range(len(inputs))]
+    return [images for images, _ in pairs], [y for _, y in pairs]

@@ -3,7 +3,9 @@
     python -m bench.execute.launch bench.execute.tasks ENGINE TASK REQUEST.json RESULT.json
 
 TASK names a function of TASKS (a profile, a gradient-flow study, the profiles' equal-work check, a training
-run, the harness-overhead benchmark). The entry sets the process up as the harness's worker does (the
+run, the harness-overhead benchmark, a replica of the scaling study). A replica runs once per rank (torchrun's
+ranks, TensorFlow's multi-worker processes): `{rank}` in RESULT names each rank's own file (torchrun's RANK,
+TF_CONFIG's task index), and a rank that wrote none did not finish. The entry sets the process up as the harness's worker does (the
 engine's backend: threads, seed, TF32, memory growth), calls the task with its request, and writes the
 result as JSON with the process's environment. A task that keeps what it has finished as it goes (a training
 run, after each network) saves its partial result through its context, so a stopped worker loses none of it.
@@ -44,7 +46,22 @@ TASKS = {
     "equal_work": Task({e: f"bench.studies.profiling.{m}:equal_work" for e, m in _PROFILING.items()}),
     "train": Task({e: "bench.studies.train_worker:train" for e in FRAMEWORKS}, torch_first=True),
     "overhead": Task({e: "bench.studies.overhead:worker" for e in FRAMEWORKS}),
+    "replica": Task(
+        {
+            "torch": "bench.studies.scaling.replica_torch:replica",
+            "keras-tensorflow": "bench.studies.scaling.replica_keras:replica",
+        }
+    ),  # fmt: skip
 }
+
+
+def rank() -> int:
+    """This process's rank in a data-parallel job: torchrun's RANK, TF_CONFIG's task index, else 0."""
+    import os
+
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
 
 
 @dataclass
@@ -67,6 +84,7 @@ class Context:
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
     engine, name, request_path, result_path = argv[:4]
+    result_path = result_path.replace("{rank}", str(rank()))
     task = TASKS.get(name)
     if task is None:
         raise SystemExit(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
@@ -80,7 +98,9 @@ def main(argv: list[str]) -> int:
     from bench.config import Settings
 
     backend = get_backend(engine)
-    env = backend.setup_process(Settings(threads=request.get("threads", 0), seed=request.get("seed", 0)))
+    env = backend.setup_process(
+        Settings(threads=request.get("threads", 0), seed=request.get("seed", 0), tf32=request.get("tf32", True))
+    )
     env["framework"] = engine
     module, function = task.functions[engine].split(":")
     context = Context(engine, backend, env, Path(result_path), started)

@@ -1,47 +1,41 @@
-"""One PyTorch replica of a data-parallel measurement, started by torchrun (one process per rank).
+"""One PyTorch replica of a data-parallel measurement: the `replica` task of the one task entry, started by
+torchrun (one process per rank).
 
-    python -m torch.distributed.run --nproc-per-node N -m bench.studies.scaling.replica_torch REQUEST.json
+    python -m torch.distributed.run --nproc-per-node N -m bench.execute.launch bench.execute.tasks torch replica \
+        REQUEST.json 'RESULT-{rank}.json'
 
 DistributedDataParallel over gloo (CPU) or NCCL (GPU), around the harness's own prepared training step
 (`TorchBackend.prepare` with the DDP wrapper): every rank trains on its own inputs of the given per-replica size,
 from rank 0's weights (DDP broadcasts them).
 Windows alternate between the full step (gradients all-reduced) and the same step under DDP's
 `no_sync()` (no gradient exchange); a window's time is the slowest rank's (an all-reduce of the maximum),
-after a barrier that starts every rank together. Rank 0 writes the result; each rank writes a
-`rank-R.done` file when it finishes, so a rank that died or hung can be named.
+after a barrier that starts every rank together. Every rank returns the job's result (the task entry writes it to
+the rank's own file), so a rank that died or hung, having written none, can be named.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
-import sys
 import time
-from pathlib import Path
 
 
-def main() -> int:
-    request = json.loads(Path(sys.argv[1]).read_text())
-    status_dir = Path(request["status_dir"])
+def replica(request: dict, context) -> dict:
+    """The task: this rank's part of the job; the task entry has set the process up (threads, TF32)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    (status_dir / f"rank-{rank}.started").write_text(str(os.getpid()))
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from bench.backends.torch_backend import TorchBackend
     from bench.config import Config, Settings
     from bench.measure.timing import alternating
 
-    # The backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in every other
-    # PyTorch path: without it a rank trained subnormal gradients many times slower. Each rank its own inputs
-    # (seed + rank); DDP broadcasts rank 0's weights when it wraps the model.
-    backend = TorchBackend()
-    settings = Settings(threads=request["threads_per_replica"], tf32=request.get("tf32", True),
-                        seed=request["seed"] + rank)  # fmt: skip
-    process_env = backend.setup_process(settings)
+    # The task entry ran the backend's own process set-up (threads, flush-denormal, TF32, cuDNN autotuning), as in
+    # every other PyTorch path: without it a rank trained subnormal gradients many times slower. Each rank its own
+    # inputs (seed + rank); DDP broadcasts rank 0's weights when it wraps the model.
+    backend = context.backend
+    settings = Settings(threads=request["threads"], tf32=request.get("tf32", True), seed=request["seed"] + rank)
     cuda = request["device"] == "cuda"
     collective = "nccl" if cuda else "gloo"
     dist.init_process_group(collective)
@@ -101,18 +95,12 @@ def main() -> int:
         peak = torch.cuda.max_memory_allocated(device)
     peaks = [None] * world
     dist.all_gather_object(peaks, peak)
-    if rank == 0:
-        Path(request["result"]).write_text(json.dumps({
-            "first_step_s": first, "steps_per_window": steps, "full_window_s": full, "local_window_s": local,
-            "peak_memory_bytes_per_replica": peaks, "collective": collective, "world_size": world,
-            "memory_source": "max_memory_allocated" if cuda else "peak RSS of each rank's process",
-            "torch_version": torch.__version__, "process_env": process_env,
-        }))  # fmt: skip
+    result = {
+        "first_step_s": first, "steps_per_window": steps, "full_window_s": full, "local_window_s": local,
+        "peak_memory_bytes_per_replica": peaks, "collective": collective, "world_size": world,
+        "memory_source": "max_memory_allocated" if cuda else "peak RSS of each rank's process",
+        "torch_version": torch.__version__, "process_env": context.env,
+    }  # fmt: skip
     dist.barrier()
     dist.destroy_process_group()
-    (status_dir / f"rank-{rank}.done").write_text("ok")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

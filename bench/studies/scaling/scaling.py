@@ -147,37 +147,38 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         status_dir = Path(scratch)
-        job = {**asdict(request), "model": model, "status_dir": str(status_dir), "replicas": replicas,
-               "batch_size": request.batch_per_replica, "result": str(status_dir / "result-0.json")}  # fmt: skip
-        request_path = status_dir / "request.json"
+        job = {**asdict(request), "model": model, "replicas": replicas, "batch_size": request.batch_per_replica}
+        request_path, results_path = status_dir / "request.json", str(status_dir / "result-{rank}.json")
         log = out / f"scale-{engine}-{model}-{replicas}.log"
+        # Every rank is the one task entry's `replica` task (bench/execute/tasks.py), each writing its own result.
+        task = ("bench.execute.tasks", engine, "replica", str(request_path), results_path)
+        env = {**_env(), "KERAS_BACKEND": "tensorflow"} if engine == "keras-tensorflow" else _env()
         if engine == "torch":
-            job["threads_per_replica"] = threads
+            job["threads"] = threads
             request_path.write_text(json.dumps(job))
             # torchrun under the guard, and each rank too (bench.execute.launch runs the module after the guard)
             command = launch.python_module(
                 "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(replicas), "--master-addr",
-                "127.0.0.1", "--master-port", str(_free_port()), "-m", "bench.execute.launch", "bench.studies.scaling.replica_torch",
-                str(request_path))  # fmt: skip
-            commands = [(command, _env())]
+                "127.0.0.1", "--master-port", str(_free_port()), "-m", "bench.execute.launch", *task)  # fmt: skip
+            commands = [(command, env)]
         elif nodes == 1:
-            job.update(strategy="mirrored", threads_per_process=threads * replicas)
+            job.update(strategy="mirrored", threads=threads * replicas)
             request_path.write_text(json.dumps(job))
-            commands = [(launch.python_module("bench.studies.scaling.replica_keras", str(request_path)), _env())]
+            commands = [(launch.python_module(*task), env)]
         else:
             if replicas != nodes:
                 return replace(base, error=f"multi-worker runs one replica per worker: --replicas {replicas} "
                                            f"needs --nodes {replicas}")  # fmt: skip
-            job.update(strategy="multi-worker", threads_per_process=threads)
+            job.update(strategy="multi-worker", threads=threads)
             request_path.write_text(json.dumps(job))
             ports = [_free_port() for _ in range(nodes)]
             cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-            commands = [(launch.python_module("bench.studies.scaling.replica_keras", str(request_path)),
-                         {**_env(), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+            commands = [(launch.python_module(*task),
+                         {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
                         for i in range(nodes)]  # fmt: skip
         codes, timed_out = _run(commands, log, request.timeout_s)
         ranks = replicas if engine == "torch" else nodes  # MirroredStrategy: one process for every replica
-        unfinished = tuple(r for r in range(ranks) if not (status_dir / f"rank-{r}.done").exists())
+        unfinished = tuple(r for r in range(ranks) if not (status_dir / f"result-{r}.json").exists())
         if timed_out or unfinished or any(code != 0 for code in codes):
             status = "timeout" if timed_out else "error"
             what = f"timed out after {request.timeout_s:g} s" if timed_out else f"exit codes {codes}"
@@ -187,7 +188,7 @@ def measure(engine: str, model: str, replicas: int, request: ScaleRequest, out: 
             if cause:
                 who = f"rank {cause[0]} failed first (exit code {cause[1]}, as torchrun reports it); {who}"
             return replace(base, status=status, failed_ranks=failed, error=f"{what}; {who} (see {log.name})")
-        results = [json.loads(path.read_text()) for path in sorted(status_dir.glob("result-*.json"))]
+        results = [json.loads((status_dir / f"result-{r}.json").read_text()) for r in range(ranks)]
     return _record(base, results, engine)
 
 
