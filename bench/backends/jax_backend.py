@@ -280,7 +280,7 @@ class JaxBackend(MallocBacked):
 
     def release(self) -> None:
         self._cached = None
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # one garbage collection, after the caches go too
         jax.clear_caches()
         gc.collect()
 

@@ -351,8 +351,7 @@ class TensorFlowBackend:
 
     def release(self) -> None:
         self._cached = None
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # and a garbage collection (free_memory=True): a second one finds nothing
 
     @staticmethod
     def is_oom(error: BaseException) -> bool:
