@@ -9,7 +9,7 @@ import pytest
 
 from bench.config import build_plan
 from bench.execute.runner import Runner, cells
-from bench.measure.session import EXPLAIN_CHUNKS
+from bench.measure.session import EXPLAIN_CHUNKS, explain_chunks
 from bench.report import tables
 from bench.report.run import render_markdown
 from bench.store.records import RunStore, load_records, make_record
@@ -55,6 +55,7 @@ def test_windows_alternate_between_engines_with_the_order_reversed_every_pair(tm
     # The explain pass's unprofiled runs after the windows, paired the same way, before either record is made.
     chunks = ["A" if framework == "torch" else "B" for cmd, framework in calls if cmd == "explain_chunk"]
     assert EXPLAIN_CHUNKS % 2 == 0 and "".join(chunks) == "AB" + "BAAB" * (EXPLAIN_CHUNKS // 2 - 1) + "BA"
+    assert explain_chunks(2) == 2 and explain_chunks(10) == EXPLAIN_CHUNKS  # never more runs than timed windows
     last_chunk = max(i for i, (cmd, _) in enumerate(calls) if cmd == "explain_chunk")
     assert last_chunk < min(i for i, (cmd, _) in enumerate(calls) if cmd == "finish")
     assert [cmd for cmd, _ in calls[:2]] == ["prepare", "prepare"] and [cmd for cmd, _ in calls[-2:]] == [

@@ -29,7 +29,7 @@ from bench.config import Config, Plan, Settings
 from bench.execute import launch
 from bench.execute.launch import Interrupted  # noqa: F401  (SIGTERM/SIGHUP, raised where the runner is; the CLI catches it)
 from bench.measure import timing
-from bench.measure.session import EXPLAIN_CHUNKS
+from bench.measure.session import explain_chunks
 from bench.store.records import RETRYABLE, Record, RunStore, current_records, make_record, read_results
 from implementations import is_installed
 
@@ -267,7 +267,7 @@ class Runner:
                 if "record" in reply:
                     records[config] = reply["record"]
         if settings.explain and len(active) > 1:  # the explain pass's unprofiled runs, paired as the windows are
-            for _, config in timing.alternating([c for c in active if c not in records], EXPLAIN_CHUNKS):
+            for _, config in timing.alternating([c for c in active if c not in records], explain_chunks(windows)):
                 if config not in records:
                     reply = self._ask(config, {"cmd": "explain_chunk", "id": ids[config]}, budgets[config])
                     if "record" in reply:

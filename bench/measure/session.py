@@ -31,6 +31,14 @@ EXPLAIN_HALF_S = 0.25  # the profiled half lasts about this long within those bo
 # 3-12 step mean strayed from the windows' median by up to 10% (results/runs/20261202-112420-cpu-cpu-default).
 EXPLAIN_CHUNKS = 6  # even: the alternating order puts each engine first in half of the rounds
 EXPLAIN_CHUNK_S = 0.15
+
+
+def explain_chunks(windows: int) -> int:
+    """The explain pass's unprofiled runs for a configuration of `windows` timed windows: EXPLAIN_CHUNKS, never
+    more than the windows (a reference is no closer than the windows it is checked against)."""
+    return max(1, min(EXPLAIN_CHUNKS, windows))
+
+
 LATENCY_PASS_STEPS = (10, 100)  # a GPU's synchronous latency pass: this many steps, at least / at most
 BYTES_PER_PARAMETER = 4  # float32 master weights, also under bf16/fp16 autocast and mixed policies
 MOMENTUM_TRAINING_COPIES = 3  # weights + gradients + momentum buffer
@@ -238,7 +246,7 @@ class Session:
         low, high = EXPLAIN_STEPS
         steps = max(low, min(high, round(EXPLAIN_HALF_S / self._window_step_s())))
         try:
-            while len(self.explain_chunks) < EXPLAIN_CHUNKS:
+            while len(self.explain_chunks) < explain_chunks(len(self.windows) or self.windows_planned):
                 self.explain_chunk()
             unprofiled = stats.median(self.explain_chunks)
             found = self.backend.operator_categories(self.ready, self.config, steps)
