@@ -226,3 +226,23 @@ def test_settling_each_window_removed_the_cold_first_step_the_docs_quote():
     assert max(f for f, _ in before) > 2.0 and max(f for f, _ in after) < 1.1
     assert max(e for _, e in after) < min(0.02, max(e for _, e in before))
     assert window_first_step(sources, "20261202-060804-cpu-cpu-default", "resnet*") == "1.10-4.12x"
+
+
+def test_the_gaps_figure_counts_the_findings_whose_gap_the_windows_measured_to_the_tolerance():
+    from bench.commands.docs import FigureError, gaps_measured_within
+    from bench.report.findings import findings
+
+    sources = Sources(ROOT)
+    run = "20261204-192347-cpu-cpu-default"
+    found = findings(sources.run(run))
+    measured = [f for f in found.decided if f.adds_up is not None and f.gap_measured_within]
+    assert (
+        gaps_measured_within(sources, run) == f"{len(measured)} of {found.profiled}"
+        and 0 < len(measured) < found.profiled
+    )
+    assert (
+        f"The windows themselves measured {len(measured)} of these {found.profiled} gaps to within 15%"
+        in (ROOT / f"results/runs/{run}/report.md").read_text()
+    )
+    with pytest.raises(FigureError):
+        gaps_measured_within(sources, R1)

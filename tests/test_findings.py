@@ -5,7 +5,7 @@ import pytest
 from bench.backends.categories import OUTSIDE_OPERATORS
 from bench.backends.xplane import wall_shares
 from bench.measure.stats import Ratio
-from bench.report.findings import GAP_TOLERANCE, explain_gap, findings, gap_interval, render
+from bench.report.findings import GAP_TOLERANCE, explain_gap, findings, gap_interval, gap_measured_within, render
 from bench.report.run import render_markdown
 from tests.handmade import BASE, FASTER, SLOWER, pair, record
 
@@ -43,6 +43,14 @@ def test_the_categories_name_what_makes_the_gap_and_whether_they_add_up():
     assert adds_up is False and "not within 15%, but inside the gap's 95% interval (0.8-7 ms)" in text
     text, _ = explain_gap(fast, off, (2.0, 7.0))
     assert "do not account for it within 15% or the gap's 95% interval (2-7 ms)" in text
+
+
+def test_a_gap_counts_as_measured_to_the_tolerance_only_when_its_whole_interval_lies_within_it():
+    fast, slow = record("torch", "vgg11", 2, 100.0), record("keras-tensorflow", "vgg11", 2, 80.0)  # a 5 ms gap
+    assert gap_measured_within(fast, slow, (4.3, 5.7))  # 0.86-1.14 of the gap
+    assert not gap_measured_within(fast, slow, (4.3, 5.8))  # reaches 16% above it
+    assert not gap_measured_within(fast, slow, (4.2, 5.5)) and not gap_measured_within(fast, slow, None)
+    assert gap_measured_within(fast, slow, (-5.5, -4.5))  # the interval's sign follows the ratio's direction
 
 
 def test_the_gap_interval_follows_from_the_paired_ratio_on_the_baseline_step():

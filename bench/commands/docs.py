@@ -235,6 +235,18 @@ def categories_inside_interval(sources: Sources, run: str) -> str:
     return str(found.inside_interval)
 
 
+@figure("gaps-measured-within")
+def gaps_measured_within(sources: Sources, run: str) -> str:
+    """In how many of a run's profiled findings the windows' own 95% interval of the gap lies within
+    findings.GAP_TOLERANCE of it: '4 of 16'."""
+    from bench.report.findings import findings
+
+    found = findings(sources.run(run))
+    if not found.profiled:
+        raise FigureError(f"results/runs/{run} has no finding with operator categories")
+    return f"{found.gaps_measured_within} of {found.profiled}"
+
+
 @figure("explain-share")
 def explain_share(sources: Sources, run: str) -> str:
     """The explain passes' share of a run's wall time, from its records and env.json ('9.5%')."""
