@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from bench.commands.cli import main
-from bench.studies import train_data
-from bench.studies.train_data import Batches, DataError, epoch_order, load_cifar10, write_cifar_archive
-from bench.studies.train_report import (
+from bench.studies.training import data as train_data
+from bench.studies.training.data import Batches, DataError, epoch_order, load_cifar10, write_cifar_archive
+from bench.studies.training.report import (
     agreement,
     chance_outside_spread,
     compare_depths,

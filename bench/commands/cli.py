@@ -201,7 +201,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--root", help="the checkout whose README.md, docs/*.md and results/ are read (default: this one)"
     )
 
-    from bench.studies.train import add_arguments as add_train_arguments
+    from bench.studies.training.command import add_arguments as add_train_arguments
 
     add_train_arguments(commands.add_parser("train", help="train plain and residual nets of each depth on real data"))
     # Parsed by bench.commands.submit (its own options, then `--` and the sweep's `run` options): listed here.
@@ -622,7 +622,7 @@ def cmd_gradient_flow(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from bench.studies.train import command
+    from bench.studies.training.command import command
 
     return command(args, lambda label: _new_folder(args.out, "training.json", "a training study", "training", label))
 

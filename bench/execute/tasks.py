@@ -44,7 +44,7 @@ TASKS = {
     "profile": Task({e: f"bench.studies.profiling.{m}:profile" for e, m in _PROFILING.items()}),
     "gradient_flow": Task({e: f"bench.studies.profiling.{m}:gradient_flow" for e, m in _PROFILING.items()}),
     "equal_work": Task({e: f"bench.studies.profiling.{m}:equal_work" for e, m in _PROFILING.items()}),
-    "train": Task({e: "bench.studies.train_worker:train" for e in FRAMEWORKS}, torch_first=True),
+    "train": Task({e: "bench.studies.training.worker:train" for e in FRAMEWORKS}, torch_first=True),
     "overhead": Task({e: "bench.studies.overhead:worker" for e in FRAMEWORKS}),
     "replica": Task(
         {

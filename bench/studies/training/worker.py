@@ -107,7 +107,7 @@ def prepare_run(backend, engine: str, model: str, seed: int, request: dict, firs
 
 
 def train_one(backend, engine: str, model: str, seed: int, data, request: dict, dtype: str = "float32") -> dict:
-    from bench.studies.train_data import Batches, evaluation_subset
+    from bench.studies.training.data import Batches, evaluation_subset
 
     batches = Batches(data, request["batch_size"], seed)
     first_batch = next(iter(batches.epoch(1)))
@@ -201,7 +201,7 @@ def train(request: dict, context) -> dict:
     """The engine's training runs of `request` (the task "train" of bench/execute/tasks.py, whose entry has set
     the process up): saved after every network, so a stopped worker keeps its finished runs."""
     from bench.measure.monitors import ProcessMemory
-    from bench.studies.train_data import load
+    from bench.studies.training.data import load
 
     engine, backend, process_env = context.engine, context.backend, context.env
     memory = ProcessMemory()

@@ -2,8 +2,8 @@
 2015, section 4.2), when trained by the backends' own training steps on real data?
 
 Each engine trains every network (plain and residual CIFAR nets of each depth) for every seed in a worker process
-of its own (bench/studies/train_worker.py, started through the task entry bench/execute/tasks.py); the report
-(train_report.py) puts the curves, the time to stated accuracies, the engines' agreement and a final table beside
+of its own (bench/studies/training/worker.py, started through the task entry bench/execute/tasks.py); the report
+(report.py) puts the curves, the time to stated accuracies, the engines' agreement and a final table beside
 the paper's figures.
 """
 
@@ -64,7 +64,7 @@ def run_study(request: TrainRequest, out: Path, say=print) -> Path:
     another); returns the report's path."""
     from bench.execute import tasks
     from bench.store.records import host_env
-    from bench.studies.train_report import write_training_report
+    from bench.studies.training.report import write_training_report
 
     out.mkdir(parents=True, exist_ok=True)
     started, load_start, env = time.monotonic(), os.getloadavg()[0], host_env()  # the commit that runs
