@@ -299,8 +299,7 @@ def cmd_docs(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from tabulate import tabulate
-
+    from bench.report.render import markdown_table
     from implementations import get_spec, list_models
     from implementations.lowering import flops_per_image, params_count
 
@@ -329,11 +328,9 @@ def cmd_models(args) -> int:
         for r in rows
     ]
     print(
-        tabulate(
+        markdown_table(
             table,
-            headers=["model", "family", "depth", "parameters", "px", "GFLOPs/img"],
-            tablefmt="github",
-            disable_numparse=True,
+            ["model", "family", "depth", "parameters", "px", "GFLOPs/img"],
         )
     )
     return 0
@@ -343,8 +340,7 @@ def _model_stages(spec, size: int, as_json: bool) -> int:
     """One model's lowered layers summed per stage: where its parameters, MACs and activations are."""
     from dataclasses import asdict
 
-    from tabulate import tabulate
-
+    from bench.report.render import markdown_table
     from implementations.lowering import lower, stage_costs
 
     try:
@@ -372,11 +368,9 @@ def _model_stages(spec, size: int, as_json: bool) -> int:
                  f"{sum(s.activations for s in stages) * 4 / 2**20:.3g}"])  # fmt: skip
     print(f"{spec.name} at {size} px, per image (activations: every layer's output in float32)")
     print(
-        tabulate(
+        markdown_table(
             rows,
-            headers=["stage", "layers", "parameters", "share", "GFLOPs", "share", "activations MiB"],
-            tablefmt="github",
-            disable_numparse=True,
+            ["stage", "layers", "parameters", "share", "GFLOPs", "share", "activations MiB"],
         )
     )
     return 0

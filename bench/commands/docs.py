@@ -134,9 +134,9 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 
 
 def _table(headers, rows) -> str:
-    from tabulate import tabulate
+    from bench.report.render import markdown_table
 
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return markdown_table(rows, headers)
 
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}

@@ -11,9 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tabulate import tabulate
-
 from bench.config import Config, UsageError
+from bench.report.render import markdown_table
 from bench.report.tables import sig3
 from bench.store.records import Record
 
@@ -146,7 +145,7 @@ def render_comparison(rows: list[Change], name_a: str, name_b: str, setting: str
     caveat = f" The runs come from {setting}: a change may be theirs, not the code's." if setting else ""
     return (
         f"{title}{summary}. A change counts only when the two runs' window ranges do not overlap.{caveat}\n\n"
-        + tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+        + markdown_table(table, headers)
     )
 
 
@@ -315,7 +314,7 @@ def render_machines(a: Machine, b: Machine, name_a: str, name_b: str) -> str:
     for name in VERSION_ORDER:
         if name in a.versions or name in b.versions:
             rows.append([name, a.versions.get(name, "—"), b.versions.get(name, "—")])
-    table = tabulate(rows, headers=["", "baseline", "candidate"], tablefmt="github", disable_numparse=True)
+    table = markdown_table(rows, ["", "baseline", "candidate"])
     hardware, versions = hardware_differences(a, b), version_differences(a, b)
     setting = setting_of(hardware, versions)
     if setting is None:

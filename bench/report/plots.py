@@ -32,7 +32,7 @@ def caption(path: Path) -> str:
 
 
 def _style(label: str) -> dict:
-    from bench.report.html import style
+    from bench.report.render import style
 
     color, shape = style(label)
     return {"color": color, "marker": MARKERS.get(shape, "o")}
@@ -46,12 +46,9 @@ def _interval(r: Record) -> tuple[float, float]:
 
 
 def _plt():
-    import matplotlib
+    from bench.report.render import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _label(r: Record) -> str:

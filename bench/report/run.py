@@ -8,10 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from tabulate import tabulate
-
 from bench.config import Config, Plan, UsageError
 from bench.report import findings, tables
+from bench.report.render import markdown_table
 from bench.report.tables import MIB, sig3
 from bench.store import atomic, provenance
 from bench.store.atomic import ensure_dir, write_text
@@ -190,7 +189,7 @@ def _csv_value(value):
 
 
 def _md(headers, rows) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return markdown_table(rows, headers)
 
 
 def engine_line(records: list[Record], plan: Plan | None) -> str:

@@ -242,9 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    from tabulate import tabulate
-
     from bench.execute import tasks
+    from bench.report.render import markdown_table
     from bench.store.provenance import Segment, stamp
     from implementations import is_installed
 
@@ -278,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([framework, "no-op step", "—", "—", "—", f"{result['noop_step_us']:.2f} µs/step", "—", "—", "—"])
     headers = ["framework", "model", "px", "mode", "batch", "harness img/s (layout)", "hand-written loop img/s (its best layout)", "harness / loop", "95% interval"]  # fmt: skip
     print(f"Harness vs a hand-written loop, {PAIRS} alternating pairs of windows each, in one run:")
-    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    print(markdown_table(rows, headers))
     if args.json:
         from bench.store.atomic import write_json
         from bench.store.records import host_env

@@ -82,7 +82,7 @@ def measure(out: Path, say=print, preset: dict | None = None, windows: int = WIN
 
 
 def render(data: dict) -> str:
-    from tabulate import tabulate
+    from bench.report.render import markdown_table
 
     cores = data["cores"]
     names = ["inter-op 1", f"inter-op {cores}"]
@@ -105,7 +105,7 @@ def render(data: dict) -> str:
             "inter-op 1, the median of per-pair ratios with its 95% interval (5% margin).",
             f"- Decided: inter-op {cores} faster in {faster} cells, slower in {slower}, of {len(data['cells'])}.",
             "",
-            tabulate(
+            markdown_table(
                 rows,
                 [
                     "model",
@@ -115,7 +115,7 @@ def render(data: dict) -> str:
                     *(f"{n} cores" for n in names),
                     f"inter-op {cores} vs 1",
                 ],
-                tablefmt="github",
+                numbers=True,
             ),  # fmt: skip
             "",
         ]

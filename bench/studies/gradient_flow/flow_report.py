@@ -35,9 +35,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tabulate import tabulate
-
 from bench.backends import recipe
+from bench.report.render import markdown_table, pyplot
 from bench.report.tables import sig3
 from bench.store.atomic import save_figure, write_csv, write_text
 from bench.studies.gradient_flow.gradients import MEASURES
@@ -197,7 +196,7 @@ def write_flow_report(data: dict, out: Path) -> Path:
         "weights**: later figures are called 'blown up', not vanishing or exploding. NaN or inf in the loss or "
         "any norm, at any step up to a point, is 'diverged' there.",
         "",
-        tabulate(rows, headers, tablefmt="github", disable_numparse=True),
+        markdown_table(rows, headers),
         "",
         "## Do the engines agree?",
         "",
@@ -488,10 +487,7 @@ def _findings(results, models, steps) -> list[str]:
 def _plot(results, models, steps, out: Path) -> Path | None:
     if not results:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     depths = sorted({_describe(n)[1] for n in models})
     fig, axes = plt.subplots(2, len(depths), figsize=(4 * len(depths), 6.8), squeeze=False)

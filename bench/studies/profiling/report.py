@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tabulate import tabulate
-
 from bench.backends.categories import CATEGORIES
+from bench.report.render import markdown_table, pyplot
 from bench.report.tables import sig3
 from bench.store.atomic import save_figure, write_csv, write_text
 from implementations import get_spec
@@ -150,7 +149,7 @@ def write_profile_report(data: dict, out: Path) -> Path:
         "Activations: every layer's output, float32, per image (computed from the lowered layers). Arithmetic "
         f"intensity: forward FLOPs over the bytes of weights and activations at batch {batch}.",
         "",
-        tabulate(analytic, ["stage", "params", "MMACs/img", "activations MiB/img", "FLOP/byte"], tablefmt="github"),
+        markdown_table(analytic, ["stage", "params", "MMACs/img", "activations MiB/img", "FLOP/byte"], numbers=True),
         f"| **total** | {sum(c.params for c in costs):,} | {sig3(sum(c.macs for c in costs) / 1e6)} | "
         f"{sig3(sum(c.activations for c in costs) * BYTES_FP32 / 2**20)} | |",
         "",
@@ -197,7 +196,7 @@ def _stage_section(results, train, batch, csv_rows) -> list[str]:
                              None if s.high_s is None else s.high_s * 1e3, saved])  # fmt: skip
         row += [_faster(base_times[part], times[index], result["engine"]) for result, times in per_engine[1:]]
         rows.append(row)
-    lines = ["## Stage times", "", tabulate(rows, headers, tablefmt="github"), ""]
+    lines = ["## Stage times", "", markdown_table(rows, headers, numbers=True), ""]
     for result in results:
         check = step_check(result, train)
         what = "stages (forward+backward) + optimizer" if train else "stages (forward)"
@@ -212,7 +211,7 @@ def _stage_section(results, train, batch, csv_rows) -> list[str]:
         lines += ["", "Activation memory kept for the backward pass, measured with PyTorch's saved-tensor hooks "
                   f"(weights excluded; batch {batch}); Keras does not expose it:", ""]  # fmt: skip
         rows = [[stage, sig3(saved[0]["saved_activation_bytes"][stage] / 2**20)] for stage in saved[0]["stages"]]
-        lines += [tabulate(rows, ["stage", f"{saved[0]['engine']} saved MiB"], tablefmt="github")]
+        lines += [markdown_table(rows, ["stage", f"{saved[0]['engine']} saved MiB"], numbers=True)]
     return lines + [""]
 
 
@@ -230,10 +229,10 @@ def _split_section(results) -> list[str]:
         "Forward (with the loss), backward (forward+backward minus forward) and the optimizer step, timed apart; "
         "their sum beside the full step timed as one.",
         "",
-        tabulate(
+        markdown_table(
             rows,
             ["engine", "forward ms", "backward ms", "optimizer ms", "sum ms", "step ms", "shares"],
-            tablefmt="github",
+            numbers=True,
         ),  # fmt: skip
         "",
     ]
@@ -262,7 +261,7 @@ def _category_section(results) -> list[str]:
         f"{with_ops[0].get('profiled_steps')} steps of the stage-by-stage model, mapped to one vocabulary by "
         "`bench/backends/categories.py`. " + _totals_against_step(with_ops, totals) + " Compare shares.",
         "",
-        tabulate(rows, headers, tablefmt="github"),
+        markdown_table(rows, headers, numbers=True),
         "",
         *missing,
         *([""] if missing else []),
@@ -331,10 +330,7 @@ def _trace_section(results, out: Path) -> list[str]:
 def _plot(results, train, out: Path) -> Path | None:
     if not results:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     parts = [p.stage for p in step_parts(results[0], train)]

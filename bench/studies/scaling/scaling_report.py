@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tabulate import tabulate
-
+from bench.report.render import markdown_table, pyplot
 from bench.report.tables import sig3
 from bench.store.atomic import save_figure, write_csv, write_text
 from bench.studies.scaling.scaling import ScaleRecord
@@ -86,7 +85,7 @@ def write_scaling_report(out: Path, env: dict) -> Path:
         lines += [
             f"## {model}",
             "",
-            tabulate(
+            markdown_table(
                 rows,
                 [
                     "engine",
@@ -102,7 +101,7 @@ def write_scaling_report(out: Path, env: dict) -> Path:
                     "peak MiB/replica",
                     "error",
                 ],
-                tablefmt="github",
+                numbers=True,
             ),  # fmt: skip
             "",
         ]
@@ -119,10 +118,7 @@ def _plot(records: list[ScaleRecord], out: Path) -> Path | None:
     ok = [r for r in records if r.status == "ok"]
     if not ok:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_rate, ax_eff) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key in dict.fromkeys((r.engine, r.model) for r in ok):

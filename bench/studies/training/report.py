@@ -523,10 +523,9 @@ def write_csv(data: dict, path: Path) -> None:
 def plot(data: dict, path: Path) -> None:
     """Mean and min-max band over seeds of training (dashed) and held-out (solid) error per depth, plain against
     residual, one row per engine."""
-    import matplotlib
+    from bench.report.render import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     results = [r for r in data["results"] if r.get("runs")]
