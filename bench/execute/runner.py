@@ -258,20 +258,20 @@ class Runner:
             else:
                 active.append(config)
                 windows = max(windows, reply["prepared"].get("windows", windows))  # paired engines: the same count
-        # One untimed pair first: preparing an engine (TensorFlow's above all) left the machine unsettled
-        # for about a second, and the first timed PyTorch window of VGG-11 training ran 3x slow.
-        for window_index, config in timing.alternating(active, windows, first=-1):
-            if config not in records:
-                message = {"cmd": "window", "id": ids[config], "discard": window_index < 0}
-                reply = self._ask(config, message, budgets[config])
-                if "record" in reply:
-                    records[config] = reply["record"]
-        if settings.explain and len(active) > 1:  # the explain pass's unprofiled runs, paired as the windows are
-            for _, config in timing.alternating([c for c in active if c not in records], explain_chunks(windows)):
+
+        def alternate(rounds: int, message, first: int = 0) -> None:
+            """Ask the active configurations in the one alternating order; a reply with a record ends one."""
+            for index, config in timing.alternating(active, rounds, first=first):
                 if config not in records:
-                    reply = self._ask(config, {"cmd": "explain_chunk", "id": ids[config]}, budgets[config])
+                    reply = self._ask(config, message(config, index), budgets[config])
                     if "record" in reply:
                         records[config] = reply["record"]
+
+        # One untimed pair first: preparing an engine (TensorFlow's above all) left the machine unsettled
+        # for about a second, and the first timed PyTorch window of VGG-11 training ran 3x slow.
+        alternate(windows, lambda config, index: {"cmd": "window", "id": ids[config], "discard": index < 0}, first=-1)
+        if settings.explain and len(active) > 1:  # the explain pass's unprofiled runs, paired as the windows are
+            alternate(explain_chunks(windows), lambda config, _: {"cmd": "explain_chunk", "id": ids[config]})
         cell = {"cell_id": cell_id, "pairing": "interleaved" if len(active) > 1 else "alone"}
         for config in active:
             if config not in records:
