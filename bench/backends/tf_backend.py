@@ -147,6 +147,17 @@ class TensorFlowBackend:
             return entry["steps"][(config.mode, config.batch_size)]
         model = entry["model"]
         jit = True if config.compile == "on" else None  # None: TensorFlow's default execution, no XLA
+
+        def traced(function):
+            """The step traced once: run as it is, or in every replica of the strategy."""
+            if strategy is None:
+                return tf.function(function, jit_compile=jit)
+
+            def in_every_replica(x, y):
+                return strategy.run(function, args=(x, y))
+
+            return tf.function(in_every_replica, jit_compile=jit)
+
         if config.mode == "train":
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 optimizer = make_optimizer(loss_scaling=config.precision == "fp16")
@@ -173,28 +184,15 @@ class TensorFlowBackend:
                 optimizer.apply_gradients(zip(grads, model.trainable_variables))
                 return loss
 
-            if strategy is None:
-                device_step = tf.function(train_step, jit_compile=jit)
-            else:
-
-                @tf.function(jit_compile=jit)
-                def device_step(x, y):
-                    return strategy.run(train_step, args=(x, y))
-
-                entry["loss_and_grads"] = loss_and_grads
+            device_step = traced(train_step)
+            entry["loss_and_grads"] = loss_and_grads  # the no-exchange control's forward and backward
 
         else:
 
             def infer_step(x, y):
                 return model(x, training=False)
 
-            if strategy is None:
-                device_step = tf.function(infer_step, jit_compile=jit)
-            else:
-
-                @tf.function(jit_compile=jit)
-                def device_step(x, y):
-                    return strategy.run(infer_step, args=(x, y))
+            device_step = traced(infer_step)
 
         entry["steps"][(config.mode, config.batch_size)] = device_step
         return device_step
@@ -232,7 +230,7 @@ class TensorFlowBackend:
             return alone.iterations
 
         def no_exchange():
-            tf.nest.map_structure(lambda t: t.numpy(), strategy.experimental_local_results(local(inputs[0], labels[0])))
+            _fetch(local(inputs[0], labels[0]), strategy)
             optimizer_only().numpy()
 
         return no_exchange
@@ -274,10 +272,7 @@ class TensorFlowBackend:
         def sync() -> None:
             # Fetching a value to the host is TensorFlow's synchronisation point.
             if last[0] is not None:
-                if strategy is not None:
-                    tf.nest.map_structure(lambda t: t.numpy(), strategy.experimental_local_results(last[0]))
-                else:
-                    last[0].numpy()
+                _fetch(last[0], strategy)
 
         def feed(x, y) -> None:
             with tf.device(device):
@@ -356,6 +351,12 @@ class TensorFlowBackend:
     @staticmethod
     def is_oom(error: BaseException) -> bool:
         return isinstance(error, tf.errors.ResourceExhaustedError) or is_allocation_failure(error)
+
+
+def _fetch(value, strategy=None) -> None:
+    """Wait for a step's output by fetching it to the host (every replica's part under a strategy)."""
+    parts = strategy.experimental_local_results(value) if strategy is not None else value
+    tf.nest.map_structure(lambda t: t.numpy(), parts)
 
 
 def _distribute(strategy, inputs: list, labels: list, config: Config, settings: Settings, split: bool, classes: int):
